@@ -1,0 +1,141 @@
+"""The plan (``jobs/<jobId>/job.json``): everything a worker needs, written once by the frame counter.
+
+The state machine carries only :func:`Plan.summary`, which stays small whatever the frame count (Step Functions
+payloads are limited to 256 KB); workers read the whole plan from S3.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from .errors import InvalidInput, NoFramesToRender
+
+PLAN_VERSION = 1
+MAX_ARRAY_SIZE = 10_000
+"""AWS Batch array jobs hold 2 to 10,000 children; one chunk runs as a plain job."""
+DEFAULT_PARALLEL_CHUNKS = 64
+STILL_FORMATS = {"PNG": "png", "JPEG": "jpg", "OPEN_EXR": "exr", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
+"""Formats the worker writes as they are; anything else (movies, odd formats) is rendered to PNG."""
+
+
+def frame_numbers(start: int, end: int, step: int) -> list[int]:
+    return list(range(start, end + 1, step))
+
+
+def auto_frames_per_job(frame_count: int, parallel_chunks: int) -> int:
+    """The ``"auto"`` rule: one chunk per slot the queue can run at once, as even as the frames allow.
+
+    Each chunk pays once for the container start and the file load, then renders its frames back to back,
+    so fewer, longer chunks waste less; but fewer chunks than parallel slots leaves the queue idle. So:
+    ``ceil(frames / slots)`` frames a chunk, where ``slots`` is the stack's parallel capacity (max vCPUs /
+    vCPUs per render job on AWS; the worker count on the local cloud).
+    """
+    return max(1, math.ceil(frame_count / max(1, parallel_chunks)))
+
+
+def chunk(frames: list[int], frames_per_job: int) -> tuple[list[list[int]], int, bool]:
+    """Split frames into chunks; raise frames per job when Batch's array limit would be exceeded.
+
+    Returns (chunks, frames_per_job actually used, whether it was raised).
+    """
+    if frames_per_job < 1:
+        raise InvalidInput(f"framesPerJob must be at least 1, got {frames_per_job}")
+    raised = False
+    if math.ceil(len(frames) / frames_per_job) > MAX_ARRAY_SIZE:
+        frames_per_job = math.ceil(len(frames) / MAX_ARRAY_SIZE)
+        raised = True
+    chunks = [frames[i : i + frames_per_job] for i in range(0, len(frames), frames_per_job)]
+    return chunks, frames_per_job, raised
+
+
+def exact_fps(frs_sec: int, frs_sec_base: float) -> Fraction:
+    """``frs_sec / frs_sec_base`` as an exact fraction: 30 / 1.001 (stored as a float) becomes 30000/1001."""
+    if frs_sec <= 0 or frs_sec_base <= 0:
+        raise InvalidInput(f"invalid frame rate {frs_sec}/{frs_sec_base}")
+    return (Fraction(frs_sec) / Fraction(frs_sec_base).limit_denominator(10_000)).limit_denominator(1_000_000)
+
+
+@dataclass
+class Plan:
+    job_id: str
+    job_name: str
+    scene: str
+    frame_start: int
+    frame_end: int
+    frame_step: int
+    fps_num: int
+    fps_den: int
+    engine: str
+    resolution_x: int
+    resolution_y: int
+    resolution_percentage: int
+    file_format: str
+    """The format the file asks for (its ``image_settings.file_format``)."""
+    frame_extension: str
+    """The extension of the frames the farm writes (``png`` unless the file asks for another still format)."""
+    has_camera: bool
+    blender_version: str
+    input_uri: str
+    """``s3://`` URI of the main .blend, or of the job's manifest.json."""
+    main_file: str
+    """Path of the main .blend relative to the job's root (the manifest's ``main``)."""
+    output_uri: str
+    video_key: str
+    frames_per_job: int
+    frames_per_job_raised: bool
+    chunks: list[list[int]] = field(default_factory=list)
+    version: int = PLAN_VERSION
+
+    @property
+    def frames(self) -> list[int]:
+        return frame_numbers(self.frame_start, self.frame_end, self.frame_step)
+
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(self.fps_num, self.fps_den)
+
+    def chunk_frames(self, index: int) -> list[int]:
+        if not 0 <= index < len(self.chunks):
+            raise InvalidInput(f"chunk index {index} outside 0..{len(self.chunks) - 1}")
+        return self.chunks[index]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Plan:
+        data: dict[str, Any] = json.loads(text)
+        if data.get("version") != PLAN_VERSION:
+            raise InvalidInput(f"unsupported plan version {data.get('version')!r}")
+        return cls(**data)
+
+    def summary(self, plan_uri: str, video_uri: str) -> dict[str, Any]:
+        """The small object the state machine carries (constant size whatever the frame count)."""
+        count = len(self.frames)
+        if count == 0:
+            raise NoFramesToRender("the plan has no frames")
+        fps = self.fps
+        return {
+            "jobId": self.job_id,
+            "jobName": self.job_name,
+            "scene": self.scene,
+            "frames": {"start": self.frame_start, "end": self.frame_end, "step": self.frame_step, "count": count},
+            "fps": round(float(fps), 6),
+            "fpsExact": f"{fps.numerator}/{fps.denominator}",
+            "engine": self.engine,
+            "chunkCount": len(self.chunks),
+            "framesPerJob": self.frames_per_job,
+            "framesPerJobRaised": self.frames_per_job_raised,
+            "planUri": plan_uri,
+            "videoUri": video_uri,
+            "batch": {
+                "jobName": self.job_id[:128],
+                "inputUri": self.input_uri,
+                "outputUri": self.output_uri,
+                "framesPerJob": str(self.frames_per_job),
+            },
+        }
