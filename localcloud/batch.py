@@ -1,0 +1,249 @@
+"""The local Batch executor: runs each job (and each array child) as a process of the real worker.
+
+moto's simple Batch marks jobs SUCCEEDED without running anything and never retries. Here every job runs the
+worker entry point with the job definition's command (``Ref::`` parameters filled in) and the standard Batch
+environment (``AWS_BATCH_JOB_ID``, ``AWS_BATCH_JOB_ARRAY_INDEX``, ``AWS_BATCH_JOB_ATTEMPT``), array children
+in parallel up to the worker count, and the job definition's ``retryStrategy`` decides what is retried.
+
+A process killed by a signal stands in for a lost host (a Spot reclaim): its attempt ends with the status
+reason AWS gives, ``Host EC2 (instance i-...) terminated.``, so ``evaluateOnExit`` treats it as on AWS.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+LOG = logging.getLogger("localcloud.batch")
+HOST_LOST_REASON = "Host EC2 (instance i-0localcloud00000) terminated."
+CONTAINER_EXITED_REASON = "Essential container in task exited"
+TIMEOUT_REASON = "Job attempt duration exceeded timeout"
+TERMINATE_GRACE_SECONDS = 10.0
+WORKER_ENTRYPOINT = [sys.executable, "-m", "render_worker.cli"]
+
+
+def decide(strategy: Mapping[str, Any] | None, attempt: int, exit_code: int | None, status_reason: str) -> str:
+    """``RETRY`` or ``EXIT`` for a failed attempt, as AWS Batch evaluates a ``retryStrategy``.
+
+    Attempts are counted from 1; once they are used up the job fails. Otherwise the first ``evaluateOnExit``
+    entry whose every given pattern matches decides (patterns are globs); when none matches, AWS retries.
+    """
+    strategy = strategy or {}
+    if attempt >= int(strategy.get("attempts", 1) or 1):
+        return "EXIT"
+    code = "" if exit_code is None else str(exit_code)
+    for rule in strategy.get("evaluateOnExit", []) or []:
+        checks = [
+            ("onExitCode", code),
+            ("onStatusReason", status_reason),
+            ("onReason", CONTAINER_EXITED_REASON if exit_code is not None else status_reason),
+        ]
+        given = [(rule[key], value) for key, value in checks if rule.get(key)]
+        if given and all(fnmatch.fnmatchcase(value, pattern) for pattern, value in given):
+            return str(rule.get("action", "RETRY")).upper()
+    return "RETRY"
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class LocalBatchExecutor:
+    """A fixed pool of slots that run queued jobs as worker processes."""
+
+    def __init__(self, workers: int, environment: Mapping[str, str], log_dir: Path) -> None:
+        self.workers = workers
+        self.environment = dict(environment)
+        self.log_dir = log_dir
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._lock = threading.Lock()
+        self._processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._terminated: dict[str, str] = {}
+        self._attempt_counts: dict[str, int] = {}
+        self._parents: dict[str, Any] = {}
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run_slot, name=f"localbatch-{i}", daemon=True) for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # ---- called by the patched moto backend -------------------------------------------------------------
+    def submit(self, job: Any, children: list[Any] | None = None) -> None:
+        if children:
+            job.status = "PENDING"
+            for child in children:
+                self._parents[child.job_id] = job
+                self._enqueue(child)
+        else:
+            self._enqueue(job)
+
+    def terminate(self, job: Any, reason: str) -> None:
+        """TerminateJob: stop the job (every child of an array) now; a terminated job is never retried."""
+        targets = list(job._child_jobs or []) if job._child_jobs else [job]
+        for target in targets:
+            with self._lock:
+                if target.job_stopped:
+                    continue
+                self._terminated[target.job_id] = reason
+                process = self._processes.get(target.job_id)
+            if process is None:
+                self._finish(target, success=False, reason=reason)
+            else:
+                threading.Thread(target=self._stop_process, args=(process,), daemon=True).start()
+        if job._child_jobs:
+            self._update_parent(job, reason=reason)
+
+    def running_processes(self) -> dict[str, int]:
+        with self._lock:
+            return {job_id: process.pid for job_id, process in self._processes.items()}
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            processes = list(self._processes.values())
+        for process in processes:
+            self._stop_process(process, grace=2.0)
+
+    # ---- slots ----------------------------------------------------------------------------------------
+    def _enqueue(self, job: Any) -> None:
+        job.status = "RUNNABLE"
+        self._queue.put(job)
+
+    def _run_slot(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if job.job_stopped or job.job_id in self._terminated:
+                continue
+            try:
+                self._run_attempt(job)
+            except Exception:  # a bug here must not kill the slot: fail the job visibly instead
+                LOG.exception("local batch executor failed on job %s", job.job_id)
+                self._finish(job, success=False, reason="local executor error (see the local cloud's log)")
+
+    def _run_attempt(self, job: Any) -> None:
+        attempt = self._attempt_counts.get(job.job_id, 0) + 1
+        self._attempt_counts[job.job_id] = attempt
+        command, environment = self._command_and_environment(job, attempt)
+        log_path = self.log_dir / job.job_id.replace(":", "_") / f"attempt-{attempt}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = datetime.now()
+        if attempt == 1:
+            job.job_started_at = started
+        record: dict[str, Any] = {"container": {"logStreamName": str(log_path)}, "startedAt": _millis(started)}
+        with self._lock:
+            if job.job_id in self._terminated:
+                return
+            with open(log_path, "wb") as log_file:
+                process = subprocess.Popen(
+                    command, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            self._processes[job.job_id] = process
+        job.status = "RUNNING"
+        parent = self._parents.get(job.job_id)
+        if parent is not None and parent.status in ("PENDING", "RUNNABLE"):
+            parent.job_started_at = parent.job_started_at if parent.attempts else started
+            parent.status = "RUNNING"
+        timeout = self._attempt_timeout(job)
+        try:
+            returncode = process.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            self._stop_process(process)
+            returncode = process.wait()
+            timed_out = True
+        with self._lock:
+            self._processes.pop(job.job_id, None)
+            terminated_reason = self._terminated.get(job.job_id)
+        stopped = datetime.now()
+        exit_code: int | None = returncode if returncode >= 0 else None
+        if terminated_reason is not None:
+            status_reason = terminated_reason
+        elif timed_out:
+            status_reason = TIMEOUT_REASON
+        elif returncode < 0:
+            status_reason = HOST_LOST_REASON
+        else:
+            status_reason = CONTAINER_EXITED_REASON
+        record["container"].update({"exitCode": exit_code, "reason": status_reason})
+        record.update({"stoppedAt": _millis(stopped), "statusReason": status_reason})
+        job.attempts.append(record)
+        LOG.info("job %s attempt %d ended: exit %s, %s", job.job_id, attempt, returncode, status_reason)
+        if returncode == 0 and terminated_reason is None:
+            self._finish(job, success=True, reason=status_reason, exit_code=exit_code)
+            return
+        if terminated_reason is None and not timed_out and not self._stopping.is_set():
+            action = decide(job.job_definition.retry_strategy, attempt, exit_code, status_reason)
+            if action == "RETRY":
+                self._enqueue(job)
+                return
+        self._finish(job, success=False, reason=status_reason, exit_code=exit_code)
+
+    def _finish(self, job: Any, success: bool, reason: str, exit_code: int | None = None) -> None:
+        job.exit_code = exit_code
+        job.job_stopped_reason = reason
+        job._mark_stopped(success=success)
+        parent = self._parents.get(job.job_id)
+        if parent is not None:
+            self._update_parent(parent)
+
+    def _update_parent(self, parent: Any, reason: str | None = None) -> None:
+        children = parent._child_jobs or []
+        with self._lock:
+            if parent.job_stopped or not all(child.job_stopped for child in children):
+                return
+            failed = [child for child in children if child.status != "SUCCEEDED"]
+            parent.job_stopped_reason = reason or (
+                f"{len(failed)} of {len(children)} child jobs failed" if failed else None
+            )
+            parent._mark_stopped(success=not failed)
+
+    # ---- processes ------------------------------------------------------------------------------------
+    def _command_and_environment(self, job: Any, attempt: int) -> tuple[list[str], dict[str, str]]:
+        properties = job.job_definition.container_properties or {}
+        overrides = job.container_overrides or {}
+        command = job._add_parameters_to_command(overrides.get("command") or properties.get("command") or [])
+        environment = dict(self.environment)
+        for source in (properties.get("environment") or [], overrides.get("environment") or []):
+            environment.update({item["name"]: str(item["value"]) for item in source})
+        environment["AWS_BATCH_JOB_ID"] = job.job_id
+        environment["AWS_BATCH_JOB_ATTEMPT"] = str(attempt)
+        environment["AWS_BATCH_JQ_NAME"] = job.job_queue.name
+        index = (job.array_properties or {}).get("index")
+        if index is not None:
+            environment["AWS_BATCH_JOB_ARRAY_INDEX"] = str(index)
+        return [*WORKER_ENTRYPOINT, *command], environment
+
+    @staticmethod
+    def _attempt_timeout(job: Any) -> float | None:
+        timeout = job.timeout or job.job_definition.timeout or {}
+        seconds = timeout.get("attemptDurationSeconds")
+        return float(seconds) if seconds else None
+
+    @staticmethod
+    def _stop_process(process: subprocess.Popen[bytes], grace: float = TERMINATE_GRACE_SECONDS) -> None:
+        """SIGTERM the process group (the worker finishes its frame upload), SIGKILL after the grace time."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
