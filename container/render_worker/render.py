@@ -1,0 +1,281 @@
+"""The ``render`` action: one chunk of the plan, with the .blend opened once and each frame in S3 as soon as it
+exists.
+
+Why this shape:
+
+* The seed started Blender and loaded the file for every slice and uploaded only at the end, so an interrupted
+  slice lost all of its work. Here the file is opened once per chunk, frames already in S3 are skipped (one
+  listing of the frames prefix, not a HEAD per frame), and each frame is uploaded by a background thread while
+  the next one renders: progress is visible at once and a retry renders only what is missing.
+* A frame is rendered to a local file first and uploaded whole (PutObject is atomic), so a worker killed at any
+  moment never leaves a half-written frame in S3.
+* ``rendered frame N`` is logged once per frame, after its upload succeeded: the line means "rendered by this
+  attempt and in S3". The local cloud's drill and the tests count these lines (``^rendered frame (\\d+)$``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from render_on_aws.core import layout
+from render_on_aws.core.errors import (
+    BlendFileUnreadable,
+    InvalidInput,
+    MissingFrames,
+    NoCamera,
+    RenderFailed,
+    SceneNotFound,
+)
+from render_on_aws.core.plan import STILL_FORMATS, Plan
+
+from . import fetch, s3io, signals
+
+log = logging.getLogger("render_worker")
+UPLOAD_THREADS = 4
+FORMAT_OF_EXTENSION = {ext: fmt for fmt, ext in STILL_FORMATS.items()}
+GPU_BACKENDS = ("OPTIX", "CUDA")
+"""Tried in this order when ``RENDER_DEVICE=GPU``; bpy's wheel ships the kernels of both."""
+
+
+def attach_frame(exc: Exception, frame: int | None) -> Exception:
+    """Remembers which frame an error is about, for ``jobs/<id>/errors/`` (the named errors carry no frame)."""
+    exc.frame = frame  # type: ignore[attr-defined]
+    return exc
+
+
+@dataclass
+class ChunkReport:
+    """What one attempt did, and where its time went (bench/frame_overhead.py reads the summary line)."""
+
+    chunk: int
+    frames: list[int]
+    rendered: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    list_s: float = 0.0
+    fetch_s: float = 0.0
+    open_s: float = 0.0
+    render_s: float = 0.0
+    upload_wait_s: float = 0.0
+    total_s: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"chunk {self.chunk} timing: frames={len(self.frames)} rendered={len(self.rendered)} "
+            f"skipped={len(self.skipped)} list_s={self.list_s:.3f} fetch_s={self.fetch_s:.3f} "
+            f"open_s={self.open_s:.3f} render_s={self.render_s:.3f} upload_wait_s={self.upload_wait_s:.3f} "
+            f"total_s={self.total_s:.3f}"
+        )
+
+
+def render_threads() -> int | None:
+    """``RENDER_THREADS`` (the job's vCPUs, set by the job definition), or None for Blender's automatic count."""
+    raw = os.environ.get("RENDER_THREADS", "").strip()
+    if not raw:
+        return None
+    try:
+        threads = int(raw)
+    except ValueError:
+        log.warning("ignoring RENDER_THREADS=%r (not a number): automatic thread count", raw)
+        return None
+    return threads if threads > 0 else None
+
+
+class Renderer:
+    """One open .blend, configured for the farm; renders frames to files in ``out_dir``."""
+
+    def __init__(self, blend: Path, plan: Plan, out_dir: Path) -> None:
+        import bpy  # imported here: `stitch` and the command line must not pay for Blender
+
+        self.bpy = bpy
+        self.out_dir = out_dir
+        self.extension = plan.frame_extension
+        try:
+            bpy.ops.wm.open_mainfile(filepath=str(blend), load_ui=False)
+        except RuntimeError as exc:
+            raise BlendFileUnreadable(f"Blender cannot open {blend.name}: {str(exc).strip()}") from exc
+        scene = bpy.data.scenes.get(plan.scene)
+        if scene is None:
+            names = ", ".join(s.name for s in bpy.data.scenes)
+            raise SceneNotFound(f"scene {plan.scene!r} is not in {blend.name} (it has: {names})")
+        window = bpy.context.window
+        if window is not None:
+            window.scene = scene
+        if scene.camera is None:
+            raise NoCamera(f"scene {plan.scene!r} has no active camera")
+        self.scene = scene
+        self._engine(plan.engine)
+        self._output_format()
+        self._threads()
+        if os.environ.get("RENDER_DEVICE", "CPU").strip().upper() == "GPU":
+            self._gpu()
+
+    def _engine(self, engine: str) -> None:
+        render = self.scene.render
+        if engine and render.engine != engine:
+            try:
+                render.engine = engine
+                log.info("engine set to the plan's %s", engine)
+            except TypeError:
+                log.warning("plan's engine %r is unknown to this Blender; keeping the file's %s", engine, render.engine)
+        if render.engine == "CYCLES":
+            # Keeps scene data (BVH, images) between frames of one process: the point of chunking.
+            render.use_persistent_data = True
+
+    def _output_format(self) -> None:
+        """Writes the plan's still format; a file that asks for a movie (or an odd format) renders PNG frames."""
+        target = FORMAT_OF_EXTENSION.get(self.extension)
+        if target is None:
+            raise InvalidInput(f"plan's frame extension {self.extension!r} is not one of {sorted(FORMAT_OF_EXTENSION)}")
+        settings = self.scene.render.image_settings
+        media = getattr(settings, "media_type", "IMAGE")  # Blender 5 splits images from videos
+        if settings.file_format != target or media == "VIDEO":
+            if media == "VIDEO" or (media == "MULTI_LAYER_IMAGE" and target != "OPEN_EXR"):
+                settings.media_type = "IMAGE"
+            log.info("output format forced from %s to %s", settings.file_format, target)
+            settings.file_format = target
+        self.scene.render.use_file_extension = True
+
+    def _threads(self) -> None:
+        threads = render_threads()
+        render = self.scene.render
+        if threads:
+            render.threads_mode = "FIXED"
+            render.threads = threads
+        else:
+            render.threads_mode = "AUTO"
+        log.info("render threads: %s", threads or f"auto ({render.threads})")
+
+    def _gpu(self) -> None:
+        """Cycles on OptiX, else CUDA; anything else is a clear ``RenderFailed`` rather than a silent CPU render.
+
+        Not exercised by the tests (no GPU here); EEVEE and Workbench use the GPU through OpenGL/EGL anyway.
+        """
+        if self.scene.render.engine != "CYCLES":
+            log.info("RENDER_DEVICE=GPU: %s picks its GPU itself", self.scene.render.engine)
+            return
+        prefs = self.bpy.context.preferences.addons["cycles"].preferences
+        for backend in GPU_BACKENDS:
+            try:
+                prefs.compute_device_type = backend
+            except TypeError:
+                continue
+            prefs.refresh_devices()
+            devices = [d for d in prefs.devices if d.type == backend]
+            if devices:
+                for device in prefs.devices:
+                    device.use = device.type == backend
+                self.scene.cycles.device = "GPU"
+                log.info("Cycles on %s: %s", backend, ", ".join(d.name for d in devices))
+                return
+        raise RenderFailed("RENDER_DEVICE=GPU but Cycles found no OptiX or CUDA device (driver missing?)")
+
+    def render(self, frame: int) -> Path:
+        """Renders one frame to ``out_dir/<frame>.<ext>``; any failure is ``RenderFailed`` for that frame."""
+        scene = self.scene
+        stem = self.out_dir / f"{frame:0{layout.FRAME_DIGITS}d}"
+        expected = stem.with_name(f"{stem.name}.{self.extension}")
+        expected.unlink(missing_ok=True)
+        scene.render.filepath = str(stem)
+        try:
+            scene.frame_set(frame)
+            result = self.bpy.ops.render.render(write_still=True, scene=scene.name)
+        except RuntimeError as exc:
+            raise attach_frame(RenderFailed(f"frame {frame}: {str(exc).strip()}"), frame) from exc
+        if "FINISHED" not in result:
+            raise attach_frame(RenderFailed(f"frame {frame}: Blender returned {sorted(result)}"), frame)
+        if not expected.is_file() or expected.stat().st_size == 0:
+            raise attach_frame(RenderFailed(f"frame {frame}: Blender wrote no image at {expected.name}"), frame)
+        return expected
+
+
+def render_chunk(plan: Plan, index: int, s3: Any, bucket: str, workdir: Path | None = None) -> ChunkReport:
+    """Renders every frame of chunk ``index`` not yet in S3. Raises ``Interrupted`` on a stop request (after the
+    uploads in flight finished), a named error on a deterministic failure."""
+    started = time.perf_counter()
+    report = ChunkReport(chunk=index, frames=list(plan.chunk_frames(index)))
+    ext = plan.frame_extension
+
+    t = time.perf_counter()
+    present = s3io.list_frames(s3, bucket, plan.job_id, ext)
+    report.list_s = time.perf_counter() - t
+    todo = [f for f in report.frames if f not in present]
+    for frame in report.frames:
+        if frame in present:
+            report.skipped.append(frame)
+            log.info("skipped frame %d (already in S3)", frame)
+    log.info(
+        "chunk %d: %d frames (%s), %d to render",
+        index,
+        len(report.frames),
+        s3io.describe_frames(report.frames),
+        len(todo),
+    )
+
+    if todo:
+        with tempfile.TemporaryDirectory(prefix="render-", dir=workdir) as tmp:
+            _render_frames(plan, s3, bucket, Path(tmp), todo, report)
+
+    t = time.perf_counter()
+    missing = sorted(set(report.frames) - s3io.list_frames(s3, bucket, plan.job_id, ext))
+    report.list_s += time.perf_counter() - t
+    report.total_s = time.perf_counter() - started
+    log.info("%s", report.summary())
+    if missing and signals.STOP.is_set():
+        raise signals.Interrupted(f"stopped with {len(missing)} frames of chunk {index} left to render")
+    if missing:  # never report success with a frame missing
+        raise attach_frame(
+            MissingFrames(f"chunk {index} finished but frames are not in S3: {s3io.describe_frames(missing)}"),
+            missing[0],
+        )
+    return report
+
+
+def _render_frames(plan: Plan, s3: Any, bucket: str, tmp: Path, todo: list[int], report: ChunkReport) -> None:
+    signals.check()
+    t = time.perf_counter()
+    blend = fetch.materialise(s3, plan.input_uri, plan.main_file, tmp / "input")
+    report.fetch_s = time.perf_counter() - t
+    signals.check()
+
+    out_dir = tmp / "frames"
+    out_dir.mkdir()
+    t = time.perf_counter()
+    renderer = Renderer(blend, plan, out_dir)
+    report.open_s = time.perf_counter() - t
+
+    def upload(frame: int, path: Path) -> None:
+        s3io.upload(s3, path, bucket, layout.frame_key(plan.job_id, frame, plan.frame_extension))
+        path.unlink(missing_ok=True)
+        report.rendered.append(frame)
+        log.info("rendered frame %d", frame)
+
+    pending: list[Future[None]] = []
+    pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="upload")
+    try:
+        for frame in todo:
+            if signals.STOP.is_set():
+                break
+            t = time.perf_counter()
+            path = renderer.render(frame)
+            elapsed = time.perf_counter() - t
+            report.render_s += elapsed
+            log.info("frame %d: render %.3f s", frame, elapsed)
+            pending.append(pool.submit(upload, frame, path))
+            for future in pending:  # surface a failed upload now rather than after the whole chunk
+                if future.done() and future.exception() is not None:
+                    future.result()
+    finally:
+        t = time.perf_counter()
+        pool.shutdown(wait=True)  # every frame rendered so far reaches S3, whatever happens next
+        report.upload_wait_s = time.perf_counter() - t
+    for future in pending:
+        future.result()
+    if len(report.rendered) < len(todo):
+        signals.check()
