@@ -1,0 +1,328 @@
+"""Scene facts of a .blend on local disk, read with blender-asset-tracer (BAT): no hand-written parser, no bpy.
+
+BAT understands every header Blender has written (``BLENDER-v279`` and 5.0's ``BLENDER17-01v0500``) and opens
+raw, gzip and Zstandard files; it decompresses compressed ones to a temporary file and reads only block headers
+plus the few blocks we ask for, so memory stays flat in the file size. What this module adds is Blender's own
+meaning of the bytes:
+
+* which scene Blender renders: the one named by the caller, else ``FileGlobal.curscene`` (Blender writes the
+  window's scene there and ``blender -b file -a`` renders it), else the first window's scene, else the only scene.
+  A file with several scenes and no active one is an error rather than a guess.
+* whether that scene can render: ``scene.camera``, or a camera-bound timeline marker, or (as Blender does when
+  ``scene.camera`` is unset) any camera object in the scene's collections (2.8+) or bases (2.7x).
+* the output format as Blender's RNA name, mapped from ``ImageFormatData.imtype`` (values checked against
+  bpy 5.0.1 by saving every format and reading it back; legacy values from ``DNA_scene_types.h``).
+
+Every way a file can be unreadable (not a .blend, corrupt, truncated, empty, missing DNA) becomes
+:class:`BlendFileUnreadable`; the other named errors come from the scene (``SceneNotFound``). ``NoCamera`` is the
+caller's decision: the facts only say ``has_camera``.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import zstandard
+from blender_asset_tracer import blendfile
+from blender_asset_tracer.blendfile import exceptions as bat_exceptions
+from render_on_aws.core.errors import BlendFileUnreadable, InvalidInput, SceneNotFound
+from render_on_aws.core.plan import exact_fps
+
+log = logging.getLogger(__name__)
+
+OB_CAMERA = 11
+"""``Object.type`` of a camera (DNA_object_types.h), the same in every Blender version."""
+
+IMTYPE_NAMES: dict[int, str] = {
+    0: "TARGA",
+    1: "IRIS",
+    4: "JPEG",
+    7: "IRIZ",
+    14: "TARGA_RAW",
+    15: "AVI_RAW",
+    16: "AVI_JPEG",
+    17: "PNG",
+    18: "AVICODEC",
+    19: "QUICKTIME",
+    20: "BMP",
+    21: "HDR",
+    22: "TIFF",
+    23: "OPEN_EXR",
+    24: "FFMPEG",
+    25: "FRAMESERVER",
+    26: "CINEON",
+    27: "DPX",
+    28: "OPEN_EXR_MULTILAYER",
+    29: "DDS",
+    30: "JPEG2000",
+    31: "H264",
+    32: "XVID",
+    33: "THEORA",
+    34: "PSD",
+    35: "WEBP",
+}
+"""``ImageFormatData.imtype`` -> the RNA name (``image_settings.file_format``). 17, 20-24, 26-28, 30, 35, 0, 1, 4
+and 14 were read back from files bpy 5.0.1 wrote; the rest are the legacy movie/odd types of older files."""
+
+MAX_LIST_WALK = 100_000
+"""Bound on linked-list walks, so a corrupt (cyclic) list cannot hang the Lambda."""
+
+# What BAT, struct, gzip and zstd raise on bytes that are not a sound .blend. OSError is handled apart: only the
+# ones without an errno (gzip's BadGzipFile) are the file's fault; a full disk is not.
+_UNREADABLE = (
+    bat_exceptions.BlendFileError,
+    bat_exceptions.SegmentationFault,
+    bat_exceptions.NoReaderImplemented,
+    struct.error,
+    ValueError,
+    EOFError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    TypeError,
+    UnicodeDecodeError,
+    zstandard.ZstdError,
+    gzip.BadGzipFile,
+)
+
+
+@dataclass(frozen=True)
+class SceneFacts:
+    """What the plan needs from one scene, in the file's own values (overrides are the caller's business)."""
+
+    name: str
+    frame_start: int
+    frame_end: int
+    frame_step: int
+    fps_num: int
+    fps_den: int
+    resolution_x: int
+    resolution_y: int
+    resolution_percentage: int
+    file_format: str
+    engine: str
+    has_camera: bool
+
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(self.fps_num, self.fps_den)
+
+
+@dataclass(frozen=True)
+class BlendFacts:
+    blender_version: str
+    """The version that wrote the file, from its header: ``"2.79"``, ``"3.1"``, ``"5.0"``."""
+    compressed: bool
+    scenes: tuple[str, ...]
+    """Every scene of the file, in file order."""
+    active_scene: str | None
+    """The scene Blender renders when none is named, or None when the file does not say."""
+    scene: SceneFacts
+    """The chosen scene (the named one, else the active one)."""
+
+
+def version_string(header_version: int) -> str:
+    """279 -> "2.79", 301 -> "3.1", 500 -> "5.0": Blender's own spelling of its version."""
+    return f"{header_version // 100}.{header_version % 100}"
+
+
+def read_facts(path: Path, scene_name: str | None = None) -> BlendFacts:
+    """Open ``path`` with BAT and return the chosen scene's facts; always closes (and so deletes BAT's temp copy).
+
+    Raises BlendFileUnreadable, SceneNotFound.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise BlendFileUnreadable(f"{path.name} is empty, not a .blend file")
+    reason = ""
+    bfile: blendfile.BlendFile | None = None
+    try:
+        bfile = blendfile.BlendFile(path)
+        _check_complete(bfile)
+    except _UNREADABLE as exc:
+        reason = _describe(exc)
+    except OSError as exc:
+        if exc.errno is not None and exc.errno != errno.EINVAL:
+            raise  # a real I/O problem of the machine (disk full, ...), not of the file
+        reason = _describe(exc)
+    # Raised outside the except block so the traceback (and BAT's temp copy it references) is freed now.
+    if bfile is None or reason:
+        if bfile is not None:
+            bfile.close()
+        raise BlendFileUnreadable(f"{path.name} is not a readable .blend file: {reason or 'no data'}")
+    try:
+        return _facts(bfile, scene_name)
+    except _UNREADABLE as exc:
+        reason = _describe(exc)
+    finally:
+        bfile.close()
+    raise BlendFileUnreadable(f"{path.name} is a damaged .blend file: {reason}")
+
+
+def _describe(exc: BaseException) -> str:
+    """The reason, without BAT's temporary path (``str()`` of its errors appends the path it read)."""
+    text = (str(exc.args[0]) if exc.args else "").strip() or type(exc).__name__
+    return text[:300]
+
+
+def _check_complete(bfile: blendfile.BlendFile) -> None:
+    """BAT treats a short block header as the end of the file; Blender would not, so neither do we.
+
+    A sound file ends its block list with a real ``ENDB`` header and every block lies inside the file.
+    """
+    position = bfile.fileobj.tell()
+    size = os.fstat(bfile.fileobj.fileno()).st_size
+    header_size = bfile.block_header_struct.size
+    bfile.fileobj.seek(max(0, position - header_size))
+    if position > size or bfile.fileobj.read(4) != b"ENDB":
+        raise bat_exceptions.BlendFileError("truncated: the file ends before its ENDB block", bfile.filepath)
+    for block in bfile.blocks:
+        if block.file_offset + block.size > size:
+            raise bat_exceptions.BlendFileError("truncated: a block runs past the end of the file", bfile.filepath)
+
+
+def _scene_name(block: blendfile.BlendFileBlock) -> str:
+    """An ID name without its two-letter code (``SCScene`` -> ``Scene``)."""
+    return (block.id_name or b"")[2:].decode("utf-8", "replace")
+
+
+def _facts(bfile: blendfile.BlendFile, scene_name: str | None) -> BlendFacts:
+    scene_blocks = bfile.find_blocks_from_code(b"SC")
+    names = tuple(_scene_name(block) for block in scene_blocks)
+    if not scene_blocks:
+        raise SceneNotFound("the file has no scene")
+    active = _active_scene(bfile, scene_blocks)
+    if scene_name is not None:
+        matches = [block for block in scene_blocks if _scene_name(block) == scene_name]
+        if not matches:
+            raise SceneNotFound(f"no scene named {scene_name!r} in the file; it has {_list(names)}")
+        chosen = matches[0]
+    elif active is not None:
+        chosen = active
+    elif len(scene_blocks) == 1:
+        chosen = scene_blocks[0]
+    else:
+        raise SceneNotFound(
+            f"the file has {len(names)} scenes ({_list(names)}) and marks none as active: name one with 'scene'"
+        )
+    return BlendFacts(
+        blender_version=version_string(bfile.header.version),
+        compressed=bool(bfile.is_compressed),
+        scenes=names,
+        active_scene=_scene_name(active) if active is not None else None,
+        scene=_scene_facts(bfile, chosen),
+    )
+
+
+def _list(names: tuple[str, ...], limit: int = 20) -> str:
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _active_scene(
+    bfile: blendfile.BlendFile, scenes: list[blendfile.BlendFileBlock]
+) -> blendfile.BlendFileBlock | None:
+    """``FileGlobal.curscene``, else the first window's scene (``win->scene``, or ``win->screen->scene`` in 2.7x)."""
+    by_address = {block.addr_old: block for block in scenes}
+    for glob in bfile.find_blocks_from_code(b"GLOB"):
+        scene = by_address.get(glob.get(b"curscene", default=0))
+        if scene is not None:
+            return scene
+    for wm in bfile.find_blocks_from_code(b"WM"):
+        window = _deref(wm, (b"windows", b"first"))
+        if window is None:
+            continue
+        if window.has_field(b"scene"):
+            address = window.get(b"scene")
+        else:
+            screen = _deref(window, b"screen")
+            address = screen.get(b"scene", default=0) if screen is not None else 0
+        if address in by_address:
+            return by_address[address]
+    return None
+
+
+def _deref(block: blendfile.BlendFileBlock, path: bytes | tuple[bytes, ...]) -> blendfile.BlendFileBlock | None:
+    """A pointer field's block, or None when the pointer is null, dangling or the field does not exist."""
+    address = block.get(path, default=0)
+    if not isinstance(address, int) or address == 0:
+        return None
+    return bfile_block(block.bfile, address)
+
+
+def bfile_block(bfile: blendfile.BlendFile, address: int) -> blendfile.BlendFileBlock | None:
+    return bfile.block_from_addr.get(address)
+
+
+def _iter_list(block: blendfile.BlendFileBlock, field: bytes) -> Iterator[blendfile.BlendFileBlock]:
+    """The links of a ``ListBase`` field, bounded and cycle-safe."""
+    link = _deref(block, (field, b"first"))
+    seen: set[int] = set()
+    while link is not None and link.addr_old not in seen and len(seen) < MAX_LIST_WALK:
+        seen.add(link.addr_old)
+        yield link
+        link = _deref(link, b"next")
+
+
+def _scene_facts(bfile: blendfile.BlendFile, scene: blendfile.BlendFileBlock) -> SceneFacts:
+    def render(field: bytes, *more: bytes):
+        return scene.get((b"r", field, *more))
+
+    frs_sec, frs_sec_base = int(render(b"frs_sec")), float(render(b"frs_sec_base"))
+    try:
+        fps = exact_fps(frs_sec, frs_sec_base)
+    except InvalidInput as exc:
+        raise BlendFileUnreadable(f"the scene's frame rate is invalid: {exc}") from None
+    imtype = int(render(b"im_format", b"imtype"))
+    engine = scene.get((b"r", b"engine"), default="", as_str=True)
+    return SceneFacts(
+        name=_scene_name(scene),
+        frame_start=int(render(b"sfra")),
+        frame_end=int(render(b"efra")),
+        frame_step=int(render(b"frame_step")),
+        fps_num=fps.numerator,
+        fps_den=fps.denominator,
+        resolution_x=int(render(b"xsch")),
+        resolution_y=int(render(b"ysch")),
+        resolution_percentage=int(render(b"size")),
+        file_format=IMTYPE_NAMES.get(imtype, f"UNKNOWN_{imtype}"),
+        engine=engine or "BLENDER_RENDER",  # files older than 2.5 had no engine field: Blender Internal
+        has_camera=_has_camera(scene),
+    )
+
+
+def _has_camera(scene: blendfile.BlendFileBlock) -> bool:
+    """True when Blender will find a camera to render this scene from.
+
+    ``scene.camera`` first; else a timeline marker bound to a camera (Blender switches to it at render time);
+    else, as Blender's renderer does when ``scene.camera`` is unset, any camera object in the scene: its master
+    collection and children (2.8+) or its bases (2.7x). A scene that renders only sequencer strips is not
+    recognised and reports no camera.
+    """
+    if scene.get(b"camera", default=0):
+        return True
+    if any(marker.get(b"camera", default=0) for marker in _iter_list(scene, b"markers")):
+        return True
+    objects: list[blendfile.BlendFileBlock] = []
+    objects.extend(ob for base in _iter_list(scene, b"base") if (ob := _deref(base, b"object")) is not None)
+    master = _deref(scene, b"master_collection")
+    pending = [master] if master is not None else []
+    visited: set[int] = set()
+    while pending and len(visited) < MAX_LIST_WALK:
+        collection = pending.pop()
+        if collection.addr_old in visited:
+            continue
+        visited.add(collection.addr_old)
+        objects.extend(ob for link in _iter_list(collection, b"gobject") if (ob := _deref(link, b"ob")) is not None)
+        pending.extend(
+            child for link in _iter_list(collection, b"children") if (child := _deref(link, b"collection")) is not None
+        )
+    return any(ob.get(b"type", default=-1) == OB_CAMERA for ob in objects)
