@@ -1,0 +1,159 @@
+"""``render-on-aws``: the command line of the bpy-free core (used by ``make demo``, scripts and tests).
+
+Exit status 0 on success; otherwise non-zero with the error's name on the last line of standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+from . import jobs
+from .connection import DEFAULT_STACK, Connection, ConnectionSettings
+from .errors import InvalidInput, RenderOnAwsError
+from .progress import EtaEstimator, bar, describe
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _frames(text: str) -> tuple[int, int]:
+    start, sep, end = text.partition("-")
+    try:
+        return int(start), int(end if sep else start)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected START-END, got {text!r}") from error
+
+
+def _frames_per_job(text: str) -> str:
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="render-on-aws", description="Render a .blend on the Render on AWS stack.")
+    main.add_argument("--endpoint", help="endpoint URL (the local cloud's); default: AWS")
+    main.add_argument("--region", help="AWS region (default: your AWS config's)")
+    main.add_argument("--profile", help="AWS profile (default: boto3's credential chain)")
+    main.add_argument("--stack", default=DEFAULT_STACK, help=f"stack name (default: {DEFAULT_STACK})")
+    main.add_argument("--poll-interval", type=float, help="seconds between status polls (default 10; 1 locally)")
+    commands = main.add_subparsers(dest="command", required=True)
+
+    submit = commands.add_parser("submit", help="upload a .blend and render it")
+    submit.add_argument("blend", type=Path)
+    submit.add_argument("--job-name", help="default: the file's name")
+    submit.add_argument("--frames-per-job", type=_frames_per_job, default="auto")
+    submit.add_argument("--frames", type=_frames, metavar="START-END", help="override the scene's frame range")
+    submit.add_argument("--scene", help="scene to render (default: the file's active scene)")
+    submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    submit.add_argument("--download", type=Path, metavar="DIR", help="with --wait: download the video here")
+
+    for name, text in (("status", "show a job's state"), ("cancel", "stop a job and its Batch jobs")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("job_id")
+    download = commands.add_parser("download", help="download a finished job's video")
+    download.add_argument("job_id")
+    download.add_argument("directory", type=Path)
+    download.add_argument("--with-frames", action="store_true", help="also download every frame")
+    return main
+
+
+class ProgressPrinter:
+    """A progress bar on a terminal; one line per change otherwise (logs, CI)."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.eta = EtaEstimator()
+        self._last = ""
+
+    def upload(self, done: int, total: int) -> None:
+        self._show(f"{bar(done, total)} uploading {done / 1e6:.1f}/{total / 1e6:.1f} MB")
+
+    def job(self, status: jobs.JobStatus) -> None:
+        eta = self.eta.update(status.frames_done, status.frames_total)
+        self._show(f"{bar(status.frames_done, status.frames_total)} {describe(status, eta)}")
+
+    def _show(self, line: str) -> None:
+        if line == self._last:
+            return
+        self._last = line
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self._last:
+            self.stream.write("\n")
+        self._last = ""
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = ConnectionSettings(stack=args.stack, region=args.region, profile=args.profile, endpoint=args.endpoint)
+    connection = Connection(settings)
+    interval = args.poll_interval or (1.0 if settings.is_local else 10.0)
+    printer = ProgressPrinter()
+    if args.command == "submit":
+        if args.download and not args.wait:
+            raise InvalidInput("--download needs --wait")
+        start, end = args.frames or (None, None)
+        request = jobs.SubmitRequest(
+            blend=args.blend,
+            job_name=args.job_name,
+            frames_per_job=args.frames_per_job,
+            frame_start=start,
+            frame_end=end,
+            scene=args.scene,
+        )
+        job = jobs.submit(connection, request, progress=printer.upload)
+        printer.done()
+        print(f"submitted job {job.job_id}", file=sys.stderr)
+        print(job.job_id)
+        if not args.wait:
+            return 0
+        status = jobs.wait(connection, job, printer.job, interval)
+        printer.done()
+        status.raise_for_failure()
+        if args.download:
+            video = jobs.download(connection, job, args.download)[0]
+            print(f"video: {video}", file=sys.stderr)
+            print(video)
+        return 0
+    job = jobs.JobRef.from_id(connection, args.job_id)
+    if args.command == "status":
+        status = jobs.JobWatcher(connection, job).poll()
+        print(f"{job.job_id}: {describe(status)}")
+        status.raise_for_failure()
+        return 0
+    if args.command == "cancel":
+        jobs.stop(connection, job)
+        print(f"cancelled {job.job_id}", file=sys.stderr)
+        return 0
+    for path in jobs.download(connection, job, args.directory, frames=args.with_frames):
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except RenderOnAwsError as error:
+        print(f"\n{error.name}: {error.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted: the job (if submitted) keeps running; `render-on-aws cancel JOB` stops it.", file=sys.stderr
+        )
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "render-on-aws"
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Finding the stack: credentials through boto3's own chain, outputs through CloudFormation DescribeStacks.
+
+The same code serves AWS and the embedded local cloud (an ``endpoint`` URL); nothing here stores a secret.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from .errors import ConnectionFailed, StackNotFound
+
+DEFAULT_STACK = "render-on-aws"
+REQUIRED_OUTPUTS = ("BucketName", "StateMachineArn")
+LOCAL_DUMMY_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
+"""Adaptive retries back off on throttling (S3 503 SlowDown, Step Functions ThrottlingException)."""
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    stack: str = DEFAULT_STACK
+    region: str | None = None
+    profile: str | None = None
+    endpoint: str | None = None
+    """An endpoint URL (the local cloud's); None for AWS."""
+
+    @property
+    def is_local(self) -> bool:
+        if not self.endpoint:
+            return False
+        host = urlparse(self.endpoint).hostname or ""
+        try:
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True)
+class StackOutputs:
+    bucket: str
+    state_machine_arn: str
+    values: dict[str, str]
+
+    @classmethod
+    def from_outputs(cls, stack: str, values: dict[str, str]) -> StackOutputs:
+        missing = [name for name in REQUIRED_OUTPUTS if not values.get(name)]
+        if missing:
+            raise StackNotFound(f"stack {stack!r} has no output {', '.join(missing)}: is it a Render on AWS stack?")
+        return cls(values["BucketName"], values["StateMachineArn"], values)
+
+
+class Connection:
+    """A boto3 session and the stack's outputs, for one stack."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        try:
+            self.session = boto3.Session(profile_name=settings.profile or None, region_name=settings.region or None)
+        except botocore.exceptions.ProfileNotFound as error:
+            raise ConnectionFailed(f"AWS profile {settings.profile!r} is not in your AWS config") from error
+        if not self.session.region_name:
+            if settings.is_local:
+                self.session = boto3.Session(region_name="us-east-1")
+            else:
+                raise ConnectionFailed("no AWS region: choose one in the preferences or pass --region")
+        self._credentials: dict[str, str] = {}
+        if settings.endpoint and self.session.get_credentials() is None:
+            self._credentials = LOCAL_DUMMY_CREDENTIALS  # the local cloud accepts any credentials
+        self._outputs: StackOutputs | None = None
+
+    def client(self, service: str) -> Any:
+        return self.session.client(
+            service, endpoint_url=self.settings.endpoint or None, config=CLIENT_CONFIG, **self._credentials
+        )
+
+    @property
+    def outputs(self) -> StackOutputs:
+        if self._outputs is None:
+            self._outputs = self.describe_stack()
+        return self._outputs
+
+    def describe_stack(self) -> StackOutputs:
+        stack = self.settings.stack
+        try:
+            response = self.client("cloudformation").describe_stacks(StackName=stack)
+        except botocore.exceptions.ClientError as error:
+            message = error.response.get("Error", {}).get("Message", str(error))
+            if "does not exist" in message:
+                raise StackNotFound(f"no stack named {stack!r} in {self.session.region_name}") from error
+            raise ConnectionFailed(f"cannot read stack {stack!r}: {message}") from error
+        except botocore.exceptions.NoCredentialsError as error:
+            raise ConnectionFailed("no AWS credentials: log in (aws sso login) or choose a profile") from error
+        except botocore.exceptions.EndpointConnectionError as error:
+            where = self.settings.endpoint or f"AWS in {self.session.region_name}"
+            raise ConnectionFailed(f"cannot reach {where}: is it running and is the network up?") from error
+        except botocore.exceptions.BotoCoreError as error:
+            raise ConnectionFailed(f"cannot reach AWS: {error}") from error
+        outputs = response["Stacks"][0].get("Outputs", [])
+        return StackOutputs.from_outputs(stack, {item["OutputKey"]: item["OutputValue"] for item in outputs})

@@ -1,0 +1,297 @@
+"""Submitting, following, cancelling and downloading a render job: the one client the CLI and Blender share.
+
+A job is a Step Functions execution whose name is the job id, so ``jobs/<jobId>/`` never collides and the
+execution ARN follows from the state machine's. Progress comes from S3 (each rendered frame appears at once)
+and from DescribeExecution: at most two calls a poll.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+
+from . import cas
+from .connection import Connection
+from .errors import ConnectionFailed, InputNotFound, InvalidInput, RenderOnAwsError, from_name
+from .layout import (
+    S3Uri,
+    errors_prefix,
+    frame_from_key,
+    frames_prefix,
+    job_prefix,
+    manifest_key,
+    plan_key,
+    safe_name,
+)
+
+MANIFEST_VERSION = 1
+TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    blend: Path
+    job_name: str | None = None
+    frames_per_job: str = "auto"
+    frame_start: int | None = None
+    frame_end: int | None = None
+    frame_step: int | None = None
+    scene: str | None = None
+
+    def execution_input(self, job_id: str, bucket: str, job_name: str) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "jobName": job_name,
+            "manifestUri": f"s3://{bucket}/{manifest_key(job_id)}",
+            "outputUri": f"s3://{bucket}/{job_prefix(job_id).rstrip('/')}",
+            "framesPerJob": str(self.frames_per_job),
+        }
+        optional = {
+            "frameStart": self.frame_start,
+            "frameEnd": self.frame_end,
+            "frameStep": self.frame_step,
+            "scene": self.scene,
+        }
+        data.update({key: value for key, value in optional.items() if value is not None})
+        return data
+
+
+@dataclass(frozen=True)
+class JobRef:
+    job_id: str
+    execution_arn: str
+    bucket: str
+
+    @classmethod
+    def from_id(cls, connection: Connection, job_id: str) -> JobRef:
+        machine = connection.outputs.state_machine_arn
+        if ":stateMachine:" not in machine:
+            raise InvalidInput(f"unexpected state machine ARN {machine!r}")
+        arn = machine.replace(":stateMachine:", ":execution:", 1) + f":{job_id}"
+        return cls(job_id, arn, connection.outputs.bucket)
+
+
+@dataclass
+class JobStatus:
+    job_id: str
+    state: str
+    """The execution's status: RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED."""
+    phase: str
+    """What the artist sees: counting frames, rendering, stitching, done, failed, cancelled."""
+    frames_done: int = 0
+    frames_total: int | None = None
+    last_frame: int | None = None
+    error: str | None = None
+    cause: str | None = None
+    video_key: str | None = None
+    started: datetime | None = None
+    stopped: datetime | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+    def raise_for_failure(self) -> None:
+        if self.state == "ABORTED":
+            raise from_name("JobCancelled", "the job was cancelled")
+        if self.finished and self.state != "SUCCEEDED":
+            raise from_name(self.error or "RenderFailed", self.cause or self.state)
+
+
+def new_job_id(job_name: str) -> str:
+    """Unique per submission, readable in the console: ``<name>-<UTC time>-<random>``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{safe_name(job_name, 40).replace('.', '_')}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def submit(
+    connection: Connection,
+    request: SubmitRequest,
+    progress: cas.Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> JobRef:
+    """Uploads what the bucket lacks, writes the manifest, starts the execution."""
+    blend = Path(request.blend)
+    if not blend.is_file():
+        raise InputNotFound(f"no such .blend file: {blend}")
+    job_name = request.job_name or blend.stem
+    outputs = connection.outputs
+    s3 = connection.client("s3")
+    job_id = new_job_id(job_name)
+    stored = cas.hash_file(blend)
+    try:
+        cas.upload(s3, outputs.bucket, [stored], progress=progress, cancel=cancel)
+        main = safe_name(blend.name)
+        manifest = {"version": MANIFEST_VERSION, "main": main, "files": {main: stored.sha256}}
+        s3.put_object(
+            Bucket=outputs.bucket,
+            Key=manifest_key(job_id),
+            Body=json.dumps(manifest).encode(),
+            ContentType="application/json",
+        )
+        execution = connection.client("stepfunctions").start_execution(
+            stateMachineArn=outputs.state_machine_arn,
+            name=job_id,
+            input=json.dumps(request.execution_input(job_id, outputs.bucket, job_name)),
+        )
+    except botocore.exceptions.EndpointConnectionError as error:
+        raise ConnectionFailed(f"lost the connection while submitting: {error}") from error
+    return JobRef(job_id, execution["executionArn"], outputs.bucket)
+
+
+class JobWatcher:
+    """Polls one job: DescribeExecution plus one frame listing a poll; the plan is read once."""
+
+    def __init__(self, connection: Connection, job: JobRef) -> None:
+        self.connection = connection
+        self.job = job
+        self._sfn = connection.client("stepfunctions")
+        self._s3 = connection.client("s3")
+        self._frames_total: int | None = None
+        self.calls = 0
+
+    def poll(self) -> JobStatus:
+        self.calls += 1
+        described = self._sfn.describe_execution(executionArn=self.job.execution_arn)
+        state = described["status"]
+        status = JobStatus(
+            self.job.job_id,
+            state,
+            "counting frames",
+            started=described.get("startDate"),
+            stopped=described.get("stopDate"),
+        )
+        if state == "SUCCEEDED":
+            status.output = json.loads(described.get("output") or "{}")
+            self._frames_total = status.output.get("frames", {}).get("count", self._frames_total)
+            status.video_key = S3Uri.parse(status.output["videoUri"]).key if status.output.get("videoUri") else None
+        if self._frames_total is None:
+            self._frames_total = self._read_frame_total()
+        status.frames_total = self._frames_total
+        if self._frames_total is not None:
+            status.frames_done, status.last_frame = self._count_frames()
+            status.phase = "rendering" if status.frames_done < self._frames_total else "stitching"
+        if state == "SUCCEEDED":
+            status.phase = "done"
+        elif state == "ABORTED":
+            status.phase, status.error, status.cause = "cancelled", "JobCancelled", "the job was cancelled"
+        elif state in TERMINAL:
+            status.phase = "failed"
+            status.error = described.get("error") or state
+            status.cause = self._failure_cause(described.get("cause"))
+        return status
+
+    def _read_frame_total(self) -> int | None:
+        self.calls += 1
+        try:
+            body = self._s3.get_object(Bucket=self.job.bucket, Key=plan_key(self.job.job_id))["Body"].read()
+        except botocore.exceptions.ClientError:
+            return None  # not planned yet
+        plan = json.loads(body)
+        return len(range(plan["frame_start"], plan["frame_end"] + 1, plan["frame_step"]))
+
+    def _count_frames(self) -> tuple[int, int | None]:
+        frames: list[int] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.job.bucket, Prefix=frames_prefix(self.job.job_id)):
+            self.calls += 1
+            frames.extend(n for item in page.get("Contents", []) if (n := frame_from_key(item["Key"])) is not None)
+        return len(frames), (max(frames) if frames else None)
+
+    def _failure_cause(self, execution_cause: str | None) -> str:
+        """The worker's own account of a failure (``jobs/<id>/errors/``) beats Batch's job description."""
+        listing = self._s3.list_objects_v2(Bucket=self.job.bucket, Prefix=errors_prefix(self.job.job_id))
+        records = sorted(listing.get("Contents", []), key=lambda item: item["LastModified"])
+        if records:
+            record = json.loads(self._s3.get_object(Bucket=self.job.bucket, Key=records[-1]["Key"])["Body"].read())
+            where = f" (frame {record['frame']})" if record.get("frame") is not None else ""
+            return f"{record.get('error', 'Error')}{where}: {record.get('message', '')}"
+        if execution_cause:
+            try:
+                described = json.loads(execution_cause)
+                return str(described.get("StatusReason") or described.get("statusReason") or execution_cause)
+            except ValueError:
+                return execution_cause
+        return "no cause given"
+
+
+def wait(
+    connection: Connection,
+    job: JobRef,
+    on_status: Callable[[JobStatus], None] | None = None,
+    poll_interval: float = 10.0,
+    cancel: threading.Event | None = None,
+) -> JobStatus:
+    watcher = JobWatcher(connection, job)
+    while True:
+        status = watcher.poll()
+        if on_status is not None:
+            on_status(status)
+        if status.finished:
+            return status
+        if cancel is not None and cancel.wait(poll_interval):
+            stop(connection, job)
+        elif cancel is None:
+            time.sleep(poll_interval)
+
+
+def stop(connection: Connection, job: JobRef, reason: str = "cancelled by the artist") -> None:
+    """StopExecution; the state machine's Batch tasks are terminated with it."""
+    try:
+        connection.client("stepfunctions").stop_execution(
+            executionArn=job.execution_arn, error="JobCancelled", cause=reason
+        )
+    except botocore.exceptions.ClientError as error:
+        raise RenderOnAwsError(f"cannot cancel {job.job_id}: {error}", name="CancelFailed") from error
+
+
+def download(connection: Connection, job: JobRef, directory: Path, frames: bool = False) -> list[Path]:
+    """Downloads the video (and with ``frames`` every frame) into ``directory``; returns the video first."""
+    status = JobWatcher(connection, job).poll()
+    status.raise_for_failure()
+    if status.state != "SUCCEEDED" or not status.video_key:
+        raise InvalidInput(f"job {job.job_id} is {status.phase}: nothing to download yet")
+    s3 = connection.client("s3")
+    directory.mkdir(parents=True, exist_ok=True)
+    video = directory / status.video_key.rsplit("/", 1)[-1]
+    s3.download_file(job.bucket, status.video_key, str(video))
+    paths = [video]
+    if frames:
+        target = directory / f"{job.job_id}-frames"
+        target.mkdir(exist_ok=True)
+        paginator = s3.get_paginator("list_objects_v2")
+        keys = [
+            item["Key"]
+            for page in paginator.paginate(Bucket=job.bucket, Prefix=frames_prefix(job.job_id))
+            for item in page.get("Contents", [])
+        ]
+        from concurrent.futures import ThreadPoolExecutor
+
+        def fetch(key: str) -> Path:
+            path = target / key.rsplit("/", 1)[-1]
+            s3.download_file(job.bucket, key, str(path))
+            return path
+
+        with ThreadPoolExecutor(8) as pool:
+            paths.extend(pool.map(fetch, keys))
+    return paths
+
+
+_JOB_ID_IN_ARN = re.compile(r":execution:[^:]+:(?P<job>[^:]+)$")
+
+
+def job_id_of(execution_arn: str) -> str:
+    match = _JOB_ID_IN_ARN.search(execution_arn)
+    if not match:
+        raise InvalidInput(f"not an execution ARN: {execution_arn!r}")
+    return match.group("job")
