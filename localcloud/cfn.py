@@ -45,7 +45,7 @@ _CfnLoader.add_multi_constructor("!", _construct_tag)
 
 def load_template(path: Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass with CFN tags only
+        return yaml.load(handle, Loader=_CfnLoader)
 
 
 class Resolver:

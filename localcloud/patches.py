@@ -17,10 +17,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.batch.exceptions import ClientException
 from moto.batch.models import BatchBackend, Job
 from moto.batch_simple.models import BatchSimpleBackend
-from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.moto_api import state_manager
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_batch import (
     StateTaskServiceBatch,

@@ -16,7 +16,7 @@ from botocore.model import ListShape, MapShape, Shape, StructureShape
 
 
 @cache
-def _service_model(service: str):  # noqa: ANN202 - botocore's ServiceModel
+def _service_model(service: str):
     return botocore.session.get_session().get_service_model(service)
 
 
