@@ -216,13 +216,23 @@ class JobWatcher:
             record = json.loads(self._s3.get_object(Bucket=self.job.bucket, Key=records[-1]["Key"])["Body"].read())
             where = f" (frame {record['frame']})" if record.get("frame") is not None else ""
             return f"{record.get('error', 'Error')}{where}: {record.get('message', '')}"
-        if execution_cause:
-            try:
-                described = json.loads(execution_cause)
-                return str(described.get("StatusReason") or described.get("statusReason") or execution_cause)
-            except ValueError:
-                return execution_cause
+        return readable_cause(execution_cause)
+
+
+def readable_cause(cause: str | None) -> str:
+    """The human part of an execution's cause: a Lambda error's message, a Batch job's status reason."""
+    if not cause:
         return "no cause given"
+    try:
+        described = json.loads(cause)
+    except ValueError:
+        return cause
+    if not isinstance(described, dict):
+        return cause
+    for key in ("errorMessage", "StatusReason", "statusReason"):
+        if described.get(key):
+            return str(described[key])
+    return cause
 
 
 def wait(
