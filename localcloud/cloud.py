@@ -180,8 +180,8 @@ class LocalCloud:
             return {"Ref": arn, "ComputeEnvironmentArn": arn}
         if resource_type == "AWS::Batch::JobQueue":
             order = [
-                {"order": int(item["Order"]), "computeEnvironment": resolve(item["ComputeEnvironment"])}
-                for item in properties["ComputeEnvironmentOrder"]
+                {"order": int(item["Order"]), "computeEnvironment": item["ComputeEnvironment"]}
+                for item in resolve(properties["ComputeEnvironmentOrder"])
             ]
             arn = self.client("batch").create_job_queue(
                 jobQueueName=self._name(logical),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -13,6 +12,9 @@ from pathlib import Path
 
 import boto3
 import pytest
+
+from localcloud.process import LocalCloudProcess
+from localcloud.process import start as start_local_cloud
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_BLENDFILES = ROOT.parent / "shared" / "blendfiles"
@@ -74,74 +76,16 @@ def tiny_scene(tmp_path: Path) -> Path:
     return make_scene(tmp_path / "tiny.blend", "--frame-end", "6", "--resolution", "64", "36", "--engine", "workbench")
 
 
-class LocalCloudProcess:
-    """A running ``python -m localcloud``: its first-line info, and helpers to use it like a client would."""
-
-    def __init__(self, process: subprocess.Popen[str], info: dict) -> None:
-        self.process = process
-        self.info = info
-        self.endpoint: str = info["endpoint"]
-        self.outputs: dict[str, str] = info["outputs"]
-        self.bucket: str = info["outputs"]["BucketName"]
-        self.state_dir = Path(info["stateDir"])
-
-    def client(self, service: str):
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name=self.info["region"],
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """Runs the real ``render-on-aws`` command line against this cloud."""
-        return subprocess.run(
-            [
-                str(Path(sys.executable).parent / "render-on-aws"),
-                "--endpoint",
-                self.endpoint,
-                "--stack",
-                self.info["stack"],
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-        )
-
-    def worker_logs(self) -> str:
-        """Every Batch attempt's log so far (tests count ``rendered frame N`` lines in it)."""
-        return "\n".join(path.read_text() for path in sorted(self.state_dir.glob("batch/*/attempt-*.log")))
-
-
-def start_local_cloud(state_dir: Path, workers: int = 2) -> LocalCloudProcess:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "localcloud", "--workers", str(workers), "--state-dir", str(state_dir)],
-        stdout=subprocess.PIPE,
-        stderr=open(state_dir / "localcloud.log", "w"),  # noqa: SIM115 - lives as long as the process
-        text=True,
-        cwd=ROOT,
-    )
-    line = process.stdout.readline() if process.stdout else ""
-    if not line:
-        process.kill()
-        raise RuntimeError(f"local cloud did not start: {(state_dir / 'localcloud.log').read_text()}")
-    return LocalCloudProcess(process, json.loads(line))
-
-
-def stop_local_cloud(cloud: LocalCloudProcess) -> None:
-    cloud.process.terminate()
-    try:
-        cloud.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        cloud.process.kill()
-
-
 @pytest.fixture(scope="session")
 def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloudProcess]:
     """One embedded local cloud for the whole session (2 workers), as `make demo` runs it."""
-    cloud = start_local_cloud(tmp_path_factory.mktemp("localcloud"))
+    cloud = start_local_cloud(tmp_path_factory.mktemp("localcloud"), workers=2)
     yield cloud
-    stop_local_cloud(cloud)
+    cloud.stop()
+
+
+def run_cli(cloud: LocalCloudProcess, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Runs the real ``render-on-aws`` command line against the local cloud."""
+    return subprocess.run(
+        cloud.cli_command(*args), capture_output=True, text=True, timeout=timeout, env=cloud.client_environment()
+    )

@@ -10,7 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import LocalCloudProcess, make_scene
+from localcloud.process import LocalCloudProcess
+from tests.conftest import make_scene, run_cli
 
 
 def probe(video: Path) -> dict:
@@ -36,7 +37,7 @@ def execution(cloud: LocalCloudProcess, job_id: str) -> dict:
 
 @pytest.mark.slow
 def test_tiny_scene_renders_to_a_correct_mp4(local_cloud: LocalCloudProcess, tiny_scene: Path, tmp_path: Path) -> None:
-    result = local_cloud.cli("submit", str(tiny_scene), "--wait", "--download", str(tmp_path / "out"))
+    result = run_cli(local_cloud, "submit", str(tiny_scene), "--wait", "--download", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     job_id, video = result.stdout.split()
     video = Path(video)
@@ -63,7 +64,7 @@ def test_tiny_scene_renders_to_a_correct_mp4(local_cloud: LocalCloudProcess, tin
 @pytest.mark.slow
 def test_a_failed_execution_ends_with_a_named_error(local_cloud: LocalCloudProcess, tmp_path: Path) -> None:
     scene = make_scene(tmp_path / "nocamera.blend", "--frame-end", "2", "--engine", "workbench", "--no-camera")
-    result = local_cloud.cli("submit", str(scene), "--wait")
+    result = run_cli(local_cloud, "submit", str(scene), "--wait")
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("NoCamera: ")
