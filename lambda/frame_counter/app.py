@@ -292,8 +292,8 @@ def parse_input(data: Any, job_id: str, settings: Settings) -> Request:
     if scene is not None and (not isinstance(scene, str) or not scene or len(scene) > SCENE_NAME_LIMIT):
         raise InvalidInput(f"scene must be a scene name (1 to {SCENE_NAME_LIMIT} characters), got {scene!r:.80}")
 
-    frames_per_job = data.get("framesPerJob", "auto")
-    if isinstance(frames_per_job, str) and frames_per_job.strip().lower() == "auto":
+    frames_per_job = data.get("framesPerJob")  # null, like every absent field, means the default
+    if frames_per_job is None or (isinstance(frames_per_job, str) and frames_per_job.strip().lower() == "auto"):
         per_job = None
     else:
         per_job = to_int(frames_per_job, "framesPerJob")

@@ -1,9 +1,9 @@
 """Scene facts of a .blend on local disk, read with blender-asset-tracer (BAT): no hand-written parser, no bpy.
 
-BAT understands every header Blender has written (``BLENDER-v279`` and 5.0's ``BLENDER17-01v0500``) and opens
-raw, gzip and Zstandard files; it decompresses compressed ones to a temporary file and reads only block headers
-plus the few blocks we ask for, so memory stays flat in the file size. What this module adds is Blender's own
-meaning of the bytes:
+BAT understands every header Blender has written (``BLENDER-v279`` and 5.0's ``BLENDER17-01v0500``) and reads only
+block headers plus the few blocks we ask for, so memory stays flat in the file size. Gzip and Zstandard files
+(detected by BAT) are streamed to an uncompressed copy beside the download first, so the copy's lifetime is ours
+(see :func:`read_facts`). What this module adds is Blender's own meaning of the bytes:
 
 * which scene Blender renders: the one named by the caller, else ``FileGlobal.curscene`` (Blender writes the
   window's scene there and ``blender -b file -a`` renders it), else the first window's scene, else the only scene.
@@ -20,19 +20,21 @@ caller's decision: the facts only say ``has_camera``.
 
 from __future__ import annotations
 
-import errno
 import gzip
 import logging
 import os
+import shutil
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import zstandard
 from blender_asset_tracer import blendfile
 from blender_asset_tracer.blendfile import exceptions as bat_exceptions
+from blender_asset_tracer.blendfile import magic_compression
 from render_on_aws.core.errors import BlendFileUnreadable, InvalidInput, SceneNotFound
 from render_on_aws.core.plan import exact_fps
 
@@ -72,11 +74,13 @@ IMTYPE_NAMES: dict[int, str] = {
 """``ImageFormatData.imtype`` -> the RNA name (``image_settings.file_format``). 17, 20-24, 26-28, 30, 35, 0, 1, 4
 and 14 were read back from files bpy 5.0.1 wrote; the rest are the legacy movie/odd types of older files."""
 
+CHUNK = 1024 * 1024
+"""Streaming buffer for decompression: memory stays flat whatever the file size."""
 MAX_LIST_WALK = 100_000
 """Bound on linked-list walks, so a corrupt (cyclic) list cannot hang the Lambda."""
 
-# What BAT, struct, gzip and zstd raise on bytes that are not a sound .blend. OSError is handled apart: only the
-# ones without an errno (gzip's BadGzipFile) are the file's fault; a full disk is not.
+# What BAT and struct raise on bytes that are not a sound .blend. OSError is handled apart: only the ones without
+# an errno are the file's fault; a full disk is not.
 _UNREADABLE = (
     bat_exceptions.BlendFileError,
     bat_exceptions.SegmentationFault,
@@ -135,13 +139,54 @@ def version_string(header_version: int) -> str:
 
 
 def read_facts(path: Path, scene_name: str | None = None) -> BlendFacts:
-    """Open ``path`` with BAT and return the chosen scene's facts; always closes (and so deletes BAT's temp copy).
+    """Open ``path`` with BAT and return the chosen scene's facts.
+
+    A compressed file is first streamed, decompressed, next to ``path`` (``<name>.raw``) and deleted afterwards,
+    also on errors: BAT would decompress into an anonymous temporary file that an exception's traceback can keep
+    alive, so a failing Lambda could leave gigabytes in /tmp. BAT's own detection of the compression is used.
 
     Raises BlendFileUnreadable, SceneNotFound.
     """
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise BlendFileUnreadable(f"{path.name} is empty, not a .blend file")
+    raw = path.with_name(path.name + ".raw")
+    try:
+        compressed = _decompress(path, raw)
+        return _read(raw if compressed else path, path.name, compressed, scene_name)
+    finally:
+        raw.unlink(missing_ok=True)
+
+
+def _decompress(path: Path, target: Path) -> bool:
+    """Stream a gzip or Zstandard file into ``target``; False (nothing written) for an uncompressed one."""
+    reason = ""
+    with path.open("rb") as source:
+        compression = magic_compression.find_compression_type(source)
+        if compression == magic_compression.Compression.UNRECOGNISED:
+            raise BlendFileUnreadable(f"{path.name} is not a .blend file (neither Blender's header nor compressed)")
+        if compression == magic_compression.Compression.NONE:
+            return False
+        source.seek(0)
+        try:
+            if compression == magic_compression.Compression.GZIP:
+                reader: Any = gzip.GzipFile(fileobj=source, mode="rb")
+            else:
+                reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+            with reader, target.open("wb") as sink:
+                shutil.copyfileobj(reader, sink, CHUNK)
+        except (EOFError, zstandard.ZstdError, gzip.BadGzipFile) as exc:
+            reason = _describe(exc)
+        except OSError as exc:
+            if exc.errno is not None:
+                raise  # disk full and friends: the machine's problem, not the file's
+            reason = _describe(exc)
+    if reason:
+        raise BlendFileUnreadable(f"{path.name} is a damaged {compression.name.lower()} file: {reason}")
+    return True
+
+
+def _read(path: Path, display: str, compressed: bool, scene_name: str | None) -> BlendFacts:
     reason = ""
     bfile: blendfile.BlendFile | None = None
     try:
@@ -150,21 +195,20 @@ def read_facts(path: Path, scene_name: str | None = None) -> BlendFacts:
     except _UNREADABLE as exc:
         reason = _describe(exc)
     except OSError as exc:
-        if exc.errno is not None and exc.errno != errno.EINVAL:
-            raise  # a real I/O problem of the machine (disk full, ...), not of the file
+        if exc.errno is not None:
+            raise
         reason = _describe(exc)
-    # Raised outside the except block so the traceback (and BAT's temp copy it references) is freed now.
     if bfile is None or reason:
         if bfile is not None:
             bfile.close()
-        raise BlendFileUnreadable(f"{path.name} is not a readable .blend file: {reason or 'no data'}")
+        raise BlendFileUnreadable(f"{display} is not a readable .blend file: {reason or 'no data'}")
     try:
-        return _facts(bfile, scene_name)
+        return _facts(bfile, scene_name, compressed)
     except _UNREADABLE as exc:
         reason = _describe(exc)
     finally:
         bfile.close()
-    raise BlendFileUnreadable(f"{path.name} is a damaged .blend file: {reason}")
+    raise BlendFileUnreadable(f"{display} is a damaged .blend file: {reason}")
 
 
 def _describe(exc: BaseException) -> str:
@@ -194,7 +238,7 @@ def _scene_name(block: blendfile.BlendFileBlock) -> str:
     return (block.id_name or b"")[2:].decode("utf-8", "replace")
 
 
-def _facts(bfile: blendfile.BlendFile, scene_name: str | None) -> BlendFacts:
+def _facts(bfile: blendfile.BlendFile, scene_name: str | None, compressed: bool) -> BlendFacts:
     scene_blocks = bfile.find_blocks_from_code(b"SC")
     names = tuple(_scene_name(block) for block in scene_blocks)
     if not scene_blocks:
@@ -215,7 +259,7 @@ def _facts(bfile: blendfile.BlendFile, scene_name: str | None) -> BlendFacts:
         )
     return BlendFacts(
         blender_version=version_string(bfile.header.version),
-        compressed=bool(bfile.is_compressed),
+        compressed=compressed,
         scenes=names,
         active_scene=_scene_name(active) if active is not None else None,
         scene=_scene_facts(bfile, chosen),
