@@ -135,11 +135,12 @@ class Renderer:
             raise InvalidInput(f"plan's frame extension {self.extension!r} is not one of {sorted(FORMAT_OF_EXTENSION)}")
         settings = self.scene.render.image_settings
         media = getattr(settings, "media_type", "IMAGE")  # Blender 5 splits images from videos
-        if settings.file_format != target or media == "VIDEO":
+        asked = settings.file_format
+        if asked != target or media == "VIDEO":
             if media == "VIDEO" or (media == "MULTI_LAYER_IMAGE" and target != "OPEN_EXR"):
                 settings.media_type = "IMAGE"
-            log.info("output format forced from %s to %s", settings.file_format, target)
             settings.file_format = target
+            log.info("output format forced from %s to %s", asked, target)
         self.scene.render.use_file_extension = True
 
     def _threads(self) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -48,10 +47,15 @@ class TransientError(Exception):
 
 def client(max_connections: int = 32) -> Any:
     """An S3 client with adaptive retries (client-side rate limiting on throttles) and a pool wide enough for the
-    parallel downloads; the region comes from ``AWS_REGION`` (set by ECS) or ``AWS_DEFAULT_REGION``."""
+    parallel downloads; the region comes from ``AWS_REGION`` (set by ECS) or ``AWS_DEFAULT_REGION``, the number
+    of attempts from ``AWS_MAX_ATTEMPTS`` (default 10)."""
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+    try:
+        attempts = max(1, int(os.environ.get("AWS_MAX_ATTEMPTS", "") or 10))
+    except ValueError:
+        attempts = 10
     config = Config(
-        retries={"mode": "adaptive", "max_attempts": 10},
+        retries={"mode": "adaptive", "max_attempts": attempts},
         max_pool_connections=max_connections,
         connect_timeout=10,
         read_timeout=60,
@@ -135,18 +139,3 @@ def describe_frames(frames: Iterable[int], limit: int = 10) -> str:
     head = ", ".join(str(f) for f in frames[:limit])
     more = f", ... ({len(frames)} frames)" if len(frames) > limit else ""
     return head + more
-
-
-__all__ = [
-    "BotoCoreError",
-    "TransientError",
-    "client",
-    "describe_frames",
-    "download",
-    "is_not_found",
-    "is_transient",
-    "list_frames",
-    "put_json",
-    "read_bytes",
-    "upload",
-]
