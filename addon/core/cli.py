@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import jobs
 from .connection import DEFAULT_STACK, Connection, ConnectionSettings
-from .errors import InvalidInput, RenderOnAwsError
+from .errors import InvalidInput, MissingDependencies, RenderOnAwsError
 from .progress import EtaEstimator, bar, describe
 
 EXIT_FAILED = 1
@@ -49,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--frames-per-job", type=_frames_per_job, default="auto")
     submit.add_argument("--frames", type=_frames, metavar="START-END", help="override the scene's frame range")
     submit.add_argument("--scene", help="scene to render (default: the file's active scene)")
+    submit.add_argument("--allow-missing", action="store_true", help="submit even if files the scene uses are missing")
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     submit.add_argument("--download", type=Path, metavar="DIR", help="with --wait: download the video here")
 
@@ -111,7 +112,19 @@ def run(args: argparse.Namespace) -> int:
             frame_end=end,
             scene=args.scene,
         )
-        job = jobs.submit(connection, request, progress=printer.upload)
+        prepared = jobs.prepare(request)
+        try:
+            if prepared.missing:
+                for item in prepared.missing:
+                    print(f"missing: {item.path} (used by {item.used_by})", file=sys.stderr)
+                if not args.allow_missing:
+                    raise MissingDependencies(
+                        f"{len(prepared.missing)} file(s) the scene uses are missing; "
+                        "fix the paths or pass --allow-missing"
+                    )
+            job = jobs.submit_prepared(connection, prepared, progress=printer.upload)
+        finally:
+            prepared.cleanup()
         printer.done()
         print(f"submitted job {job.job_id}", file=sys.stderr)
         print(job.job_id)

@@ -65,6 +65,10 @@ class StitchFailed(RenderOnAwsError):
     """FFmpeg could not make the video."""
 
 
+class MissingDependencies(RenderOnAwsError):
+    """Files the scene uses (textures, libraries, caches) are missing on the artist's disk."""
+
+
 class JobCancelled(RenderOnAwsError):
     """The job was cancelled by the artist."""
 
@@ -94,6 +98,7 @@ ERRORS: dict[str, type[RenderOnAwsError]] = {
         RenderFailed,
         MissingFrames,
         StitchFailed,
+        MissingDependencies,
         JobCancelled,
         StackNotFound,
         ConnectionFailed,

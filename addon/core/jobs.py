@@ -114,39 +114,100 @@ def new_job_id(job_name: str) -> str:
     return f"{safe_name(job_name, 40).replace('.', '_')}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+@dataclass(frozen=True)
+class MissingFile:
+    """A file the scene refers to that is not on the artist's disk (it would render pink or empty)."""
+
+    path: str
+    used_by: str
+
+
+@dataclass
+class PreparedJob:
+    """What a submission will upload, known before anything is uploaded.
+
+    ``files`` maps each path relative to the job's root (as the worker lays it out) to its content hash; the
+    main .blend is ``main``. ``missing`` lists what the scene needs but the disk lacks: the artist decides.
+    """
+
+    request: SubmitRequest
+    job_name: str
+    main: str
+    files: dict[str, cas.StoredFile]
+    missing: list[MissingFile] = field(default_factory=list)
+    work_dir: Path | None = None
+    """A temporary folder the preparation made (rewritten copies); removed by :meth:`cleanup`."""
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(stored.size for stored in {f.sha256: f for f in self.files.values()}.values())
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "version": MANIFEST_VERSION,
+            "main": self.main,
+            "files": {path: stored.sha256 for path, stored in sorted(self.files.items())},
+        }
+
+    def cleanup(self) -> None:
+        if self.work_dir is not None:
+            import shutil
+
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.work_dir = None
+
+
+def prepare(request: SubmitRequest) -> PreparedJob:
+    """Finds and hashes everything the .blend needs; touches no network and never modifies the artist's files."""
+    blend = Path(request.blend)
+    if not blend.is_file():
+        raise InputNotFound(f"no such .blend file: {blend}")
+    main = safe_name(blend.name)
+    return PreparedJob(request, request.job_name or blend.stem, main, {main: cas.hash_file(blend)})
+
+
+def submit_prepared(
+    connection: Connection,
+    prepared: PreparedJob,
+    progress: cas.Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> JobRef:
+    """Uploads what the bucket lacks, writes the manifest, starts the execution (named after the job id)."""
+    outputs = connection.outputs
+    s3 = connection.client("s3")
+    job_id = new_job_id(prepared.job_name)
+    try:
+        cas.upload(s3, outputs.bucket, list(prepared.files.values()), progress=progress, cancel=cancel)
+        s3.put_object(
+            Bucket=outputs.bucket,
+            Key=manifest_key(job_id),
+            Body=json.dumps(prepared.manifest()).encode(),
+            ContentType="application/json",
+        )
+        if cancel is not None and cancel.is_set():
+            raise from_name("JobCancelled", "cancelled before the job started")
+        execution = connection.client("stepfunctions").start_execution(
+            stateMachineArn=outputs.state_machine_arn,
+            name=job_id,
+            input=json.dumps(prepared.request.execution_input(job_id, outputs.bucket, prepared.job_name)),
+        )
+    except botocore.exceptions.EndpointConnectionError as error:
+        raise ConnectionFailed(f"lost the connection while submitting: {error}") from error
+    return JobRef(job_id, execution["executionArn"], outputs.bucket)
+
+
 def submit(
     connection: Connection,
     request: SubmitRequest,
     progress: cas.Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> JobRef:
-    """Uploads what the bucket lacks, writes the manifest, starts the execution."""
-    blend = Path(request.blend)
-    if not blend.is_file():
-        raise InputNotFound(f"no such .blend file: {blend}")
-    job_name = request.job_name or blend.stem
-    outputs = connection.outputs
-    s3 = connection.client("s3")
-    job_id = new_job_id(job_name)
-    stored = cas.hash_file(blend)
+    """:func:`prepare` then :func:`submit_prepared` (missing files are the caller's to report beforehand)."""
+    prepared = prepare(request)
     try:
-        cas.upload(s3, outputs.bucket, [stored], progress=progress, cancel=cancel)
-        main = safe_name(blend.name)
-        manifest = {"version": MANIFEST_VERSION, "main": main, "files": {main: stored.sha256}}
-        s3.put_object(
-            Bucket=outputs.bucket,
-            Key=manifest_key(job_id),
-            Body=json.dumps(manifest).encode(),
-            ContentType="application/json",
-        )
-        execution = connection.client("stepfunctions").start_execution(
-            stateMachineArn=outputs.state_machine_arn,
-            name=job_id,
-            input=json.dumps(request.execution_input(job_id, outputs.bucket, job_name)),
-        )
-    except botocore.exceptions.EndpointConnectionError as error:
-        raise ConnectionFailed(f"lost the connection while submitting: {error}") from error
-    return JobRef(job_id, execution["executionArn"], outputs.bucket)
+        return submit_prepared(connection, prepared, progress, cancel)
+    finally:
+        prepared.cleanup()
 
 
 class JobWatcher:
