@@ -138,15 +138,14 @@ class Settings:
 
 
 def _env_int(name: str, default: int) -> int:
+    """A positive integer setting; a bad value is the stack's mistake, so log it and keep the default."""
     raw = os.environ.get(name, "").strip()
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        value = default
-    if value < 1:
-        logger.warning("ignoring invalid environment value", extra={"name": name, "value": raw})
+    if not raw:
         return default
-    return value
+    if not raw.isdigit() or int(raw) < 1:
+        logger.warning("ignoring invalid environment value", extra={"name": name, "value": raw[:40]})
+        return default
+    return int(raw)
 
 
 @dataclass(frozen=True)
