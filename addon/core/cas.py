@@ -7,12 +7,13 @@ Progress is reported in bytes and every upload can be cancelled between parts.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
@@ -20,9 +21,13 @@ from boto3.s3.transfer import TransferConfig
 from .errors import JobCancelled, UploadFailed
 from .layout import cas_key
 
+if TYPE_CHECKING:
+    from .hashcache import HashCache
+
 HASH_BLOCK = 8 * 1024 * 1024
 TRANSFER = TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024, max_concurrency=8)
 PARALLEL_FILES = 8
+PARALLEL_HASHES = min(8, os.cpu_count() or 1)
 Progress = Callable[[int, int], None]
 """Called with (bytes uploaded so far, bytes to upload in all), from worker threads."""
 
@@ -32,6 +37,9 @@ class StoredFile:
     path: Path
     sha256: str
     size: int
+    mtime_ns: int | None = None
+    """The file's mtime when it was hashed: :func:`upload` refuses a file that changed since (its bytes would no
+    longer match the key they are stored under)."""
 
 
 @dataclass(frozen=True)
@@ -42,14 +50,45 @@ class UploadReport:
     bytes_uploaded: int
 
 
-def hash_file(path: Path) -> StoredFile:
+def hash_file(path: Path, cache: HashCache | None = None) -> StoredFile:
+    """SHA-256 of a file, from ``cache`` when its size and mtime are unchanged since it was last hashed."""
+    before = os.stat(path)
+    if cache is not None and (known := cache.lookup(path, before)) is not None:
+        return StoredFile(path, known, before.st_size, before.st_mtime_ns)
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as handle:
         while block := handle.read(HASH_BLOCK):
             digest.update(block)
             size += len(block)
-    return StoredFile(path, digest.hexdigest(), size)
+    # The mtime from *before* reading: a write during hashing then shows up as a change at upload time.
+    stored = StoredFile(path, digest.hexdigest(), size, before.st_mtime_ns)
+    after = os.stat(path)
+    if cache is not None and size == before.st_size and _same(before, after):
+        cache.store(path, before, stored.sha256)
+    return stored
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)
+
+
+def hash_files(paths: Iterable[Path], cache: HashCache | None = None) -> dict[Path, StoredFile]:
+    """Hashes many files in parallel threads (hashlib releases the GIL on large blocks); each path once."""
+    unique = list(dict.fromkeys(Path(path) for path in paths))
+    with ThreadPoolExecutor(max(1, min(PARALLEL_HASHES, len(unique)))) as pool:
+        return dict(zip(unique, pool.map(lambda path: hash_file(path, cache), unique), strict=True))
+
+
+def _check_unchanged(stored: StoredFile) -> None:
+    if stored.mtime_ns is None:
+        return
+    try:
+        now = os.stat(stored.path)
+    except OSError as error:
+        raise UploadFailed(f"{stored.path.name} disappeared since it was hashed; submit again") from error
+    if (now.st_size, now.st_mtime_ns) != (stored.size, stored.mtime_ns):
+        raise UploadFailed(f"{stored.path.name} changed since it was hashed; submit again")
 
 
 def missing(s3: Any, bucket: str, files: Iterable[StoredFile]) -> list[StoredFile]:
@@ -96,6 +135,7 @@ def upload(
     def put(stored: StoredFile) -> None:
         if cancel is not None and cancel.is_set():
             raise JobCancelled("upload cancelled")
+        _check_unchanged(stored)
         try:
             s3.upload_file(str(stored.path), bucket, cas_key(stored.sha256), Config=TRANSFER, Callback=on_bytes)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:

@@ -158,12 +158,41 @@ class PreparedJob:
 
 
 def prepare(request: SubmitRequest) -> PreparedJob:
-    """Finds and hashes everything the .blend needs; touches no network and never modifies the artist's files."""
+    """Finds and hashes everything the .blend needs; touches no network and never modifies the artist's files.
+
+    blender-asset-tracer lays out the job tree (:mod:`.packing`): the artist's assets are hashed where they are
+    (through the local hash cache, so an unchanged file costs a ``stat``), and only .blend files whose paths had to
+    be rewritten are written, as copies under ``work_dir``.
+    """
+    import tempfile
+
+    from . import hashcache, packing
+
     blend = Path(request.blend)
     if not blend.is_file():
         raise InputNotFound(f"no such .blend file: {blend}")
-    main = safe_name(blend.name)
-    return PreparedJob(request, request.job_name or blend.stem, main, {main: cas.hash_file(blend)})
+    work_dir = Path(tempfile.mkdtemp(prefix="render-on-aws-pack-"))
+    try:
+        tree = packing.pack_blend(blend, work_dir)
+        cache = hashcache.HashCache()
+        artist_files = [source for source in tree.files.values() if not source.is_relative_to(work_dir)]
+        stored = cas.hash_files(artist_files, cache)
+        cache.save()
+        # Rewritten copies are new temporary files every time: hashing them is cheap, caching them pointless.
+        stored.update(cas.hash_files(source for source in tree.files.values() if source.is_relative_to(work_dir)))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    return PreparedJob(
+        request,
+        request.job_name or blend.stem,
+        tree.main,
+        {rel: stored[source] for rel, source in tree.files.items()},
+        [MissingFile(item.path, item.used_by) for item in tree.missing],
+        work_dir,
+    )
 
 
 def submit_prepared(

@@ -1,0 +1,225 @@
+"""Everything a .blend needs, laid out as the job tree the worker rebuilds: blender-asset-tracer (BAT) does the work.
+
+BAT traces images (UDIM tiles and sequences too), linked libraries (recursively), fonts, sounds, movie clips and
+caches, and its :class:`~blender_asset_tracer.pack.Packer` decides where each file goes in a pack and rewrites the
+paths of the .blend files that refer to moved files. We follow its layout: the main file at the pack's root, files
+under the main file's folder at their own relative places (``//textures/wood.png`` keeps working unchanged) and
+everything else under ``_outside_project/<absolute path without its root>`` (``C:\\tex\\a.png`` becomes
+``_outside_project/C/tex/a.png``), with the .blend files that point there rewritten.
+
+What we change is *how the pack is made*: BAT's own transferrer copies every asset into the target folder, which
+for a 200 MB project means writing 200 MB just to hash and upload it. Our transferrer records (path in the job
+tree -> local file to read) instead, and only the rewritten .blend copies (which BAT writes to its own temporary
+folder) are moved into ``work_dir``. The artist's files are only ever read.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from blender_asset_tracer import blendfile, pack
+from blender_asset_tracer.pack import transfer
+from blender_asset_tracer.trace import expanders, result
+
+from .errors import BlendFileUnreadable, InvalidInput
+from .layout import safe_name
+
+OUTSIDE_PROJECT = "_outside_project"
+"""BAT's folder for files that are not under the main file's folder (kept so a BAT pack and a job tree agree)."""
+
+_LOCK = threading.Lock()
+"""BAT keeps opened .blend files in a process-wide cache: one packing at a time per process."""
+
+
+@dataclass(frozen=True)
+class MissingAsset:
+    """A file the scene refers to that does not exist on this disk, and which data block wants it."""
+
+    path: str
+    used_by: str
+
+
+@dataclass
+class PackedTree:
+    """The job tree: ``files`` maps POSIX paths relative to the job root to the local file holding their bytes."""
+
+    main: str
+    files: dict[str, Path]
+    missing: list[MissingAsset] = field(default_factory=list)
+    rewritten: list[str] = field(default_factory=list)
+    """Paths (in the tree) of .blend files whose copies had their paths rewritten; they live in ``work_dir``."""
+
+
+def pack_blend(blend: Path, work_dir: Path) -> PackedTree:
+    """Traces ``blend`` and lays out its job tree; rewritten .blend copies are written under ``work_dir``.
+
+    ``work_dir`` must be an empty folder the caller owns (it is BAT's pack target, so rewritten files land at
+    their place in the tree). Missing files are reported, never fatal: the caller asks the artist.
+    """
+    blend = Path(blend).absolute()
+    work_dir = Path(work_dir).absolute()
+    _fix_bat_for_blender_5()
+    with _LOCK:
+        packer = _RecordingPacker(blend, blend.parent, str(work_dir))
+        try:
+            packer.strategise()
+            packer.execute()
+        except (blendfile.exceptions.BlendFileError, EOFError, ValueError) as error:
+            raise BlendFileUnreadable(f"cannot read the dependencies of {blend.name}: {error}") from error
+        except (pack.Aborted, transfer.FileTransferError) as error:
+            raise BlendFileUnreadable(f"packing {blend.name} failed: {error}") from error
+        finally:
+            packer.close()
+            # Cached files stay open otherwise: on Windows the artist could not save over them.
+            blendfile.close_all_cached()
+    return _tree(packer, blend, work_dir)
+
+
+def _tree(packer: _RecordingPacker, blend: Path, work_dir: Path) -> PackedTree:
+    files: dict[str, Path] = {}
+    rewritten: list[str] = []
+    for target, source in packer.recorded.items():
+        rel = check_tree_path(PurePosixPath(Path(target).relative_to(work_dir).as_posix()).as_posix())
+        files[rel] = source
+        if source.is_relative_to(work_dir):
+            rewritten.append(rel)
+    natural = Path(packer.output_path).relative_to(work_dir).as_posix()
+    main = safe_name(blend.name, limit=120)
+    if not main.endswith(".blend"):
+        main += ".blend"
+    if main != natural:
+        if main in files:  # another file already has the safe name: keep the artist's name
+            main = natural
+        else:
+            files[main] = files.pop(natural)
+            rewritten = [main if rel == natural else rel for rel in rewritten]
+    missing = sorted(
+        (MissingAsset(str(path), packer.used_by(path)) for path in packer.missing_files), key=lambda m: m.path
+    )
+    return PackedTree(main, dict(sorted(files.items())), missing, sorted(rewritten))
+
+
+def check_tree_path(rel: str) -> str:
+    """A job-tree path the Lambda and the worker accept: relative POSIX, no '..'/'.'/empty parts, no drive, no
+    backslash, no control characters. Anything else would be refused on the farm, so it is refused here."""
+    parts = rel.split("/")
+    if (
+        not rel
+        or len(rel) > 1024
+        or rel.startswith("/")
+        or "\\" in rel
+        or any(part in ("", ".", "..") for part in parts)
+        or (len(parts[0]) >= 2 and parts[0][1] == ":")
+        or any(unicodedata.category(char).startswith("C") for char in rel)
+    ):
+        raise InvalidInput(f"cannot place {rel!r} safely in the job's folder; rename the file")
+    return rel
+
+
+class _Recorder(transfer.FileTransferer):
+    """A BAT transferrer that copies nothing: it notes where each asset goes and moves only rewritten copies.
+
+    BAT queues a *move* only for files it wrote itself (rewritten .blend copies in its temporary folder), so a
+    move is the one action that touches the disk, and it never touches the artist's files.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recorded: dict[Path, Path] = {}
+
+    def run(self) -> None:
+        try:
+            for src, dst, action in self.iter_queue():
+                target = Path(dst)
+                if action == transfer.Action.MOVE:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(src), str(target))
+                    self.recorded[target] = target
+                else:
+                    self.recorded[target] = Path(src)
+                self.report_transferred(0)
+        except Exception as error:  # BAT's contract: report through error_set; the packer raises
+            self.error_set(f"{type(error).__name__}: {error}")
+
+
+class _RecordingPacker(pack.Packer):
+    """BAT's packer with :class:`_Recorder` as transferrer, no ``pack-info.txt``, and who-uses-what for misses."""
+
+    def __init__(self, bfile: Path, project: Path, target: str) -> None:
+        super().__init__(bfile, project, target)
+        self._users: dict[Path, list[str]] = defaultdict(list)
+        self._recorder: _Recorder | None = None
+
+    @property
+    def recorded(self) -> dict[Path, Path]:
+        return self._recorder.recorded if self._recorder is not None else {}
+
+    def _create_file_transferer(self) -> transfer.FileTransferer:
+        self._recorder = _Recorder()
+        return self._recorder
+
+    def _write_info_file(self) -> None:
+        """BAT's ``pack-info.txt`` is for humans opening a pack; the worker reads the manifest instead."""
+
+    def _visit_asset(self, asset_path: Path, usage: result.BlockUsage) -> None:
+        self._note_user(asset_path, usage)
+        super()._visit_asset(asset_path, usage)
+
+    def _visit_sequence(self, asset_path: Path, usage: result.BlockUsage) -> None:
+        self._note_user(asset_path, usage)
+        super()._visit_sequence(asset_path, usage)
+
+    def _note_user(self, asset_path: Path, usage: result.BlockUsage) -> None:
+        """Noted now: rewriting later rebinds the usage's block to BAT's temporary copy of the file."""
+        name = usage.block_name.decode("utf-8", "replace")
+        kind = _ID_KINDS.get(name[:2], "")
+        label = f"{kind} {name[2:]!r}" if kind else repr(name)
+        self._users[asset_path].append(f"{label} in {Path(usage.block.bfile.filepath).name}")
+
+    def used_by(self, path: Path) -> str:
+        """``<data block> in <file>`` for each user of ``path``, e.g. ``image 'wood.png' in lib.blend``."""
+        return ", ".join(dict.fromkeys(self._users.get(path, []))) or "?"
+
+
+_ID_KINDS = {
+    "IM": "image",
+    "LI": "library",
+    "VF": "font",
+    "SO": "sound",
+    "MC": "movie clip",
+    "CF": "cache file",
+    "VO": "volume",
+    "ME": "mesh",
+    "OB": "object",
+    "SC": "scene",
+    "LA": "light",
+}
+
+_FIXED = False
+
+
+def _fix_bat_for_blender_5() -> None:
+    """BAT 1.23 reads a material's (and world's, light's, texture's) node tree from the wrong field in Blender 5.0
+    files: it looks up ``compositing_node_group`` (the Scene's new field) for every ID, finds nothing, and so never
+    sees the images of materials inside linked libraries (the main file is scanned block by block, which hides the
+    bug there). This expander reads whichever of the two fields the block has. Idempotent."""
+    global _FIXED
+    if _FIXED:
+        return
+
+    def expand_nodetree_id(block: Any) -> Iterator[Any]:
+        for name in (b"nodetree", b"compositing_node_group"):
+            if block.dna_type.has_field(name):
+                tree = block.get_pointer(name, None)
+                if tree is not None:
+                    yield from expanders._expand_generic_nodetree(tree)
+
+    expanders._expand_generic_nodetree_id = expand_nodetree_id
+    _FIXED = True
