@@ -34,14 +34,23 @@ def _frames_per_job(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are an ``InvalidInput`` like any other bad input: named on the last line, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"\n{InvalidInput.__name__}: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="render-on-aws", description="Render a .blend on the Render on AWS stack.")
+    main = _Parser(prog="render-on-aws", description="Render a .blend on the Render on AWS stack.")
     main.add_argument("--endpoint", help="endpoint URL (the local cloud's); default: AWS")
     main.add_argument("--region", help="AWS region (default: your AWS config's)")
     main.add_argument("--profile", help="AWS profile (default: boto3's credential chain)")
     main.add_argument("--stack", default=DEFAULT_STACK, help=f"stack name (default: {DEFAULT_STACK})")
     main.add_argument("--poll-interval", type=float, help="seconds between status polls (default 10; 1 locally)")
-    commands = main.add_subparsers(dest="command", required=True)
+    commands = main.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     submit = commands.add_parser("submit", help="upload a .blend and render it")
     submit.add_argument("blend", type=Path)
