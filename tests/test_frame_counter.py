@@ -140,6 +140,7 @@ def test_shared_files_facts(app: ModuleType, name: str) -> None:
     assert (scene.resolution_x, scene.resolution_y, scene.resolution_percentage) == (width, height, percentage)
     assert scene.has_camera is camera
     assert scene.engine == "CYCLES"
+    assert scene.file_format == ("PNG" if camera else "FFMPEG")  # imtype 17 and 24 (a movie: frames go to PNG)
     assert facts.compressed is ("raw" not in name)
 
 
@@ -231,6 +232,14 @@ def test_auto_rule_uses_the_queue_slots(run: Run, scenes: dict[str, Path], monke
     monkeypatch.setenv("JOB_VCPUS", "2")  # 4 slots
     summary = run(scenes["basic"], frameEnd=250)
     assert (summary["framesPerJob"], summary["chunkCount"], summary["framesPerJobRaised"]) == (63, 4, False)
+
+
+def test_bad_environment_numbers_fall_back_to_defaults(
+    run: Run, scenes: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_VCPUS", "lots")
+    monkeypatch.setenv("JOB_VCPUS", "0")
+    assert run(scenes["basic"], frameEnd=640)["framesPerJob"] == 10  # 640 frames over the default 64 slots
 
 
 def test_no_camera(run: Run, scenes: dict[str, Path]) -> None:
@@ -454,3 +463,46 @@ def test_no_temp_files_left(run: Run, scenes: dict[str, Path], tmp_path: Path, m
 def test_lambda_code_is_bpy_free() -> None:
     for source in FRAME_COUNTER.glob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+bpy\b", source.read_text(), re.MULTILINE), source
+
+
+# --- through the whole state machine on the local cloud ----------------------------------------------------
+
+
+def _execute(cloud: Any, execution_input: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    """Starts an execution with this input as a client would and waits for it to leave RUNNING."""
+    import time
+
+    sfn = cloud.client("stepfunctions")
+    name = f"fc-{uuid.uuid4().hex[:16]}"
+    arn = sfn.start_execution(
+        stateMachineArn=cloud.outputs["StateMachineArn"], name=name, input=json.dumps(execution_input)
+    )["executionArn"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.5)
+    raise AssertionError(f"execution {name} still running after {timeout} s")
+
+
+@pytest.mark.slow
+def test_named_errors_end_the_execution(local_cloud: Any, scenes: dict[str, Path]) -> None:
+    """Each refusal is the execution's Error, with the handler's message as its Cause."""
+    s3 = local_cloud.client("s3")
+    bucket = local_cloud.bucket
+    s3.put_object(Bucket=bucket, Key="uploads/fc-good.blend", Body=scenes["basic"].read_bytes())
+    s3.put_object(Bucket=bucket, Key="uploads/fc-garbage.blend", Body=b"garbage" * 100)
+    good = f"s3://{bucket}/uploads/fc-good.blend"
+    cases = [
+        ({"inputUri": good, "framesPerJob": 0}, "InvalidInput"),
+        ({"inputUri": "s3://someone-elses-bucket/a.blend"}, "InputOutsideBucket"),
+        ({"inputUri": f"s3://{bucket}/uploads/fc-missing.blend"}, "InputNotFound"),
+        ({"inputUri": f"s3://{bucket}/uploads/fc-garbage.blend"}, "BlendFileUnreadable"),
+        ({"inputUri": good, "frameStart": 9, "frameEnd": 3}, "NoFramesToRender"),
+        ({"inputUri": good, "scene": "Nope"}, "SceneNotFound"),
+    ]
+    for execution_input, error in cases:
+        described = _execute(local_cloud, execution_input)
+        assert (described["status"], described.get("error")) == ("FAILED", error), execution_input
+        assert described.get("cause"), execution_input

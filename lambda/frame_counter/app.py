@@ -143,7 +143,7 @@ def _env_int(name: str, default: int) -> int:
     if not raw:
         return default
     if not raw.isdigit() or int(raw) < 1:
-        logger.warning("ignoring invalid environment value", extra={"name": name, "value": raw[:40]})
+        logger.warning("ignoring invalid environment value", extra={"setting": name, "value": raw[:40]})
         return default
     return int(raw)
 
