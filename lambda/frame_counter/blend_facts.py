@@ -90,7 +90,6 @@ _UNREADABLE = (
     EOFError,
     KeyError,
     IndexError,
-    AttributeError,
     TypeError,
     UnicodeDecodeError,
     zstandard.ZstdError,
