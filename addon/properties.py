@@ -1,0 +1,66 @@
+"""What the add-on keeps in the .blend: the submit settings and this file's job list (ids, never secrets).
+
+The execution ARN and job id are stored so that reopening the file reattaches to an unfinished job.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, CollectionProperty, IntProperty, PointerProperty, StringProperty
+
+
+class RenderOnAwsJob(bpy.types.PropertyGroup):
+    """One past or running job of this file (the UIList's rows)."""
+
+    key: StringProperty(name="Key", description="The add-on's handle for the job (its id once submitted)")
+    job_id: StringProperty(name="Job ID")
+    execution_arn: StringProperty(name="Execution ARN")
+    job_name: StringProperty(name="Name")
+    state: StringProperty(name="State", default="preparing")
+    submitted: StringProperty(name="Submitted", description="Local time of the submission")
+    connection: StringProperty(name="Connection", description="Where it runs: AWS region and stack, or local")
+    output_dir: StringProperty(name="Output folder", subtype="DIR_PATH")
+    video_path: StringProperty(name="Video", subtype="FILE_PATH")
+    frames_dir: StringProperty(name="Frames", subtype="DIR_PATH")
+    error: StringProperty(name="Error")
+    cause: StringProperty(name="Cause")
+    log_uri: StringProperty(name="Log location")
+    log_group: StringProperty(name="Log group")
+    usage: StringProperty(name="Compute")
+
+
+class RenderOnAwsSceneSettings(bpy.types.PropertyGroup):
+    job_name: StringProperty(name="Job Name", description="Name of the job and its video (default: the file's name)")
+    use_frame_range: BoolProperty(
+        name="Override Frame Range", description="Render another range than the scene's", default=False
+    )
+    frame_start: IntProperty(name="Start", default=1, min=0)
+    frame_end: IntProperty(name="End", default=250, min=0)
+    frames_per_job_auto: BoolProperty(
+        name="Auto",
+        description="Let the stack split the frames so that every parallel slot gets one chunk",
+        default=True,
+    )
+    frames_per_job: IntProperty(name="Frames per Job", description="Frames one Batch job renders", default=10, min=1)
+    jobs: CollectionProperty(type=RenderOnAwsJob)
+    active_job_index: IntProperty(name="Job", default=-1)
+
+    @property
+    def active_job(self) -> RenderOnAwsJob | None:
+        if 0 <= self.active_job_index < len(self.jobs):
+            return self.jobs[self.active_job_index]
+        return None
+
+
+CLASSES = (RenderOnAwsJob, RenderOnAwsSceneSettings)
+_register, _unregister = bpy.utils.register_classes_factory(CLASSES)
+
+
+def register() -> None:
+    _register()
+    bpy.types.Scene.render_on_aws = PointerProperty(type=RenderOnAwsSceneSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.render_on_aws
+    _unregister()
