@@ -21,7 +21,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from blender_asset_tracer import blendfile, pack
@@ -73,7 +73,7 @@ def pack_blend(blend: Path, work_dir: Path) -> PackedTree:
             packer.execute()
         except (blendfile.exceptions.BlendFileError, EOFError, ValueError) as error:
             raise BlendFileUnreadable(f"cannot read the dependencies of {blend.name}: {error}") from error
-        except (pack.Aborted, transfer.FileTransferError) as error:
+        except pack.Aborted as error:
             raise BlendFileUnreadable(f"packing {blend.name} failed: {error}") from error
         finally:
             packer.close()
@@ -127,26 +127,32 @@ class _Recorder(transfer.FileTransferer):
     """A BAT transferrer that copies nothing: it notes where each asset goes and moves only rewritten copies.
 
     BAT queues a *move* only for files it wrote itself (rewritten .blend copies in its temporary folder), so a
-    move is the one action that touches the disk, and it never touches the artist's files.
+    move is the one action that touches the disk, and it never touches the artist's files. Everything happens at
+    once in the caller's thread: BAT's queue thread polls with half-second timeouts, which alone would cost every
+    submission a second.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.recorded: dict[Path, Path] = {}
 
+    def start(self) -> None:
+        """Nothing to start: :meth:`queue_copy` and :meth:`queue_move` do their work as they are called."""
+
     def run(self) -> None:
-        try:
-            for src, dst, action in self.iter_queue():
-                target = Path(dst)
-                if action == transfer.Action.MOVE:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.move(str(src), str(target))
-                    self.recorded[target] = target
-                else:
-                    self.recorded[target] = Path(src)
-                self.report_transferred(0)
-        except Exception as error:  # BAT's contract: report through error_set; the packer raises
-            self.error_set(f"{type(error).__name__}: {error}")
+        """Never runs (no thread)."""
+
+    def queue_copy(self, src: Path, dst: PurePath) -> None:
+        self.recorded[Path(dst)] = Path(src)
+
+    def queue_move(self, src: Path, dst: PurePath) -> None:
+        target = Path(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(target))
+        self.recorded[target] = target
+
+    def done_and_join(self) -> None:
+        self.done.set()
 
 
 class _RecordingPacker(pack.Packer):
