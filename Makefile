@@ -3,16 +3,25 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
+# The IaC linters (checkov, aws-sam-translator, cfn-lint, statelint) pin boto3/pydantic versions that conflict
+# with requirements.txt, so they live in a venv of their own.
+LINT_VENV := $(VENV)/lint
+LINT_STAMP := $(LINT_VENV)/.installed-$(shell sha1sum requirements-lint.txt | cut -c1-12)
 
-.PHONY: setup demo test lint format bench addon clean
+.PHONY: setup demo test lint lint-iac format bench addon worker-image clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(LINT_STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
+
+$(LINT_STAMP): requirements-lint.txt $(STAMP)
+	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-lint.txt
+	rm -f $(LINT_VENV)/.installed-* && touch $@
 
 demo: setup
 	$(PY) scripts/demo.py
@@ -26,6 +35,10 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+lint-iac: setup
+	$(LINT_VENV)/bin/cfn-lint template.yaml
+	$(PY) -m pytest tests/test_template.py -q
+
 format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
@@ -35,6 +48,20 @@ bench: setup
 
 addon: setup
 	$(PY) build_addon.py
+
+# Builds the worker image in the stack's CodeBuild project (docs/DEPLOY.md): make worker-image STACK=name
+worker-image:
+	@test -n "$(STACK)" || { echo "usage: make worker-image STACK=<stack> [REGION=<region>] [PROFILE=<profile>]"; exit 2; }
+	mkdir -p dist
+	git archive --format=zip --output dist/worker-context.zip HEAD container addon pyproject.toml
+	export AWS_PAGER=""; AWS="aws $(if $(REGION),--region $(REGION)) $(if $(PROFILE),--profile $(PROFILE))"; \
+	out() { $$AWS cloudformation describe-stacks --stack-name $(STACK) --query "Stacks[0].Outputs[?OutputKey=='$$1'].OutputValue" --output text; }; \
+	bucket=$$(out BucketName) && project=$$(out WorkerImageProjectName) && \
+	$$AWS s3 cp dist/worker-context.zip s3://$$bucket/build/worker-context.zip && \
+	build=$$($$AWS codebuild start-build --project-name $$project --environment-variables-override name=SOURCE_TAG,value=git-$$(git rev-parse --short HEAD) --query build.id --output text) && \
+	echo "building $$build (logs: the stack's LogGroupName, stream worker-image)" && \
+	while status=$$($$AWS codebuild batch-get-builds --ids $$build --query 'builds[0].buildStatus' --output text); [ "$$status" = IN_PROGRESS ]; do sleep 20; done; \
+	echo "$$status"; [ "$$status" = SUCCEEDED ]
 
 clean:
 	rm -rf $(VENV) dist out build .pytest_cache
