@@ -87,7 +87,7 @@ udim.use_fake_user = True
 sequence = bpy.data.images.load("//seq/frame_0001.png")
 sequence.source = "SEQUENCE"
 sequence.use_fake_user = True
-with bpy.data.libraries.load("//libs/lib.blend", link=True, relative=True) as (source, linked):
+with bpy.data.libraries.load(str(root / "libs" / "lib.blend"), link=True, relative=False) as (source, linked):
     linked.collections = ["LibColl"]
 instance = bpy.data.objects.new("LibInstance", None)
 instance.instance_type = "COLLECTION"
@@ -109,17 +109,27 @@ scene.render.image_settings.file_format = "PNG"
 scene.frame_start = scene.frame_end = 1
 bpy.ops.wm.save_as_mainfile(filepath=str(root / "main.blend"), relative_remap=False)
 blue.filepath = str(outside / "blue.png")  # absolute on purpose: BAT must move it and rewrite a copy
+bpy.data.libraries[0].filepath = str(root / "libs" / "lib.blend")  # absolute, yet inside the project
 bpy.ops.wm.save_as_mainfile(filepath=str(root / "main.blend"), relative_remap=False)
 
-# A file with paths no farm can honour: a Windows drive path and one climbing out to nowhere.
+# A file with paths no farm can honour: a Windows drive path, one climbing out to nowhere, a deleted library.
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.data.materials.new("Gone").use_fake_user = True
+bpy.ops.wm.save_as_mainfile(filepath=str(root.parent / "odd" / "gone.blend"))
 bpy.ops.wm.read_factory_settings(use_empty=True)
 bpy.ops.wm.save_as_mainfile(filepath=str(root.parent / "odd" / "odd.blend"))
+with bpy.data.libraries.load("//gone.blend", link=True) as (source, linked):
+    linked.materials = ["Gone"]
+holder = bpy.data.meshes.new("Holder")
+holder.materials.append(linked.materials[0])
+bpy.context.scene.collection.objects.link(bpy.data.objects.new("Holder", holder))
 for name, path in (("windows", "C:\\textures\\wood.png"), ("nowhere", "//../../nowhere/../x.png")):
     image = bpy.data.images.new(name, 4, 4)
     image.source = "FILE"
     image.filepath = path
     image.use_fake_user = True
 bpy.ops.wm.save_as_mainfile(filepath=str(root.parent / "odd" / "odd.blend"), relative_remap=False)
+(root.parent / "odd" / "gone.blend").unlink()
 """
 
 EXPECTED_IN_PROJECT = {
@@ -220,26 +230,24 @@ def test_missing_files_are_reported_with_their_users(project: Path, tmp_path: Pa
     broken = tmp_path / "broken"
     shutil.copytree(project, broken)
     (broken / "textures" / "green.png").unlink()
-    (broken / "libs" / "lib.blend").unlink()
     prepared = jobs.prepare(jobs.SubmitRequest(broken / "main.blend"))
     try:
         missing = {Path(item.path).relative_to(broken).as_posix(): item.used_by for item in prepared.missing}
-        assert missing == {
-            "textures/green.png": "image 'green.png' in main.blend",
-            "libs/lib.blend": "library 'lib.blend' in main.blend",
-        }
+        assert missing == {"textures/green.png": "image 'green.png' in main.blend"}
         assert "textures/green.png" not in prepared.files and "udim/tile.1002.png" in prepared.files
     finally:
         prepared.cleanup()
 
 
-def test_windows_and_climbing_paths_are_missing_not_written_anywhere(project: Path) -> None:
+def test_windows_climbing_and_deleted_library_paths_are_missing(project: Path) -> None:
     prepared = jobs.prepare(jobs.SubmitRequest(project.parent / "odd" / "odd.blend"))
     try:
         assert sorted(item.used_by for item in prepared.missing) == [
             "image 'nowhere' in odd.blend",
             "image 'windows' in odd.blend",
+            "library 'gone.blend' in odd.blend",
         ]
+        assert project.parent / "odd" / "gone.blend" in [Path(item.path) for item in prepared.missing]
         assert set(prepared.files) == {"odd.blend"}
     finally:
         prepared.cleanup()

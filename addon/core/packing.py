@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
-from blender_asset_tracer import blendfile, pack
+from blender_asset_tracer import blendfile, bpathlib, pack
 from blender_asset_tracer.pack import transfer
 from blender_asset_tracer.trace import expanders, result
 
@@ -173,6 +173,21 @@ class _RecordingPacker(pack.Packer):
 
     def _write_info_file(self) -> None:
         """BAT's ``pack-info.txt`` is for humans opening a pack; the worker reads the manifest instead."""
+
+    def _find_new_paths(self) -> None:
+        """Files inside the project keep their place even when referred to by an absolute path.
+
+        BAT moves every absolutely referenced file to ``_outside_project/``, also one inside the project. For a
+        library that breaks its own relative paths (``//../textures/red.png`` from ``_outside_project/.../libs/``
+        points nowhere, and BAT does not rewrite paths that were relative and inside the project). Keeping the file
+        at its project place and rewriting only the absolute reference to it is correct for every kind of file.
+        """
+        super()._find_new_paths()
+        project = bpathlib.make_absolute(self.project)
+        for path in self._new_location_paths:
+            absolute = bpathlib.make_absolute(path)
+            if absolute.is_relative_to(project):
+                self._actions[path].new_path = self._target_path / absolute.relative_to(project)
 
     def _visit_asset(self, asset_path: Path, usage: result.BlockUsage) -> None:
         self._note_user(asset_path, usage)
