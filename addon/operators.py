@@ -160,7 +160,7 @@ def open_video(video: Path, name: str) -> bpy.types.Scene:
     """A scene with the video as a movie strip, sized to its length and rate: works without a window too."""
     scene = bpy.data.scenes.new(f"{name} (Render on AWS)")
     editor = scene.sequence_editor_create()
-    strips = getattr(editor, "strips", None) or editor.sequences  # `sequences` before Blender 4.4
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # `sequences` before 4.4
     strip = strips.new_movie(name=name, filepath=str(video), channel=1, frame_start=1)
     scene.frame_start = 1
     scene.frame_end = max(1, strip.frame_final_duration)

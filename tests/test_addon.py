@@ -168,20 +168,20 @@ drive(seen)
 item = job()
 bpy.ops.render.aws_open_video()
 video_scene = bpy.data.scenes[-1]
-strips = getattr(video_scene.sequence_editor, "strips", None) or video_scene.sequence_editor.sequences
+strips = video_scene.sequence_editor.strips
 bpy.ops.wm.save_mainfile()
 bpy.ops.wm.save_userpref()
 registered = all(hasattr(bpy.types, name) for name in ("RENDER_PT_aws", "RENDER_OT_aws_submit"))
-addon_utils.disable(PKG, default_set=True, handle_error=None)
-result(
+values = dict(
     state=item.state, error=item.error, cause=item.cause, job_id=item.job_id, arn=item.execution_arn,
     video=item.video_path, frames_dir=item.frames_dir, usage=item.usage, phases=phases,
     same_path=before[0] == after[0], file_unchanged=before[2] == after[2], dirty_kept=dirty == after[1],
     strip_frames=strips[0].frame_final_duration if len(strips) else 0,
     preview=bool(bpy.data.images.get(runtime.PREVIEW_IMAGE)), registered=registered,
-    unregistered=not hasattr(bpy.types, "RENDER_PT_aws"),
     addon_dir=str(Path(sys.modules[PKG].__file__).parent),
 )
+addon_utils.disable(PKG, default_set=True, handle_error=None)
+result(unregistered=not hasattr(bpy.types, "RENDER_PT_aws"), **values)
 """
 
 
