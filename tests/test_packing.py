@@ -30,7 +30,8 @@ from pathlib import Path
 import bpy
 
 root, outside = Path(sys.argv[1]), Path(sys.argv[2])
-for folder in (root / "textures", root / "libs", root / "udim", root / "seq", outside, root.parent / "odd"):
+for folder in (root / "textures", root / "libs", root / "udim", root / "seq", outside, root.parent / "odd",
+               root.parent / "addon-copy"):
     folder.mkdir(parents=True, exist_ok=True)
 
 def png(path, rgba, size=8):
@@ -111,6 +112,8 @@ bpy.ops.wm.save_as_mainfile(filepath=str(root / "main.blend"), relative_remap=Fa
 blue.filepath = str(outside / "blue.png")  # absolute on purpose: BAT must move it and rewrite a copy
 bpy.data.libraries[0].filepath = str(root / "libs" / "lib.blend")  # absolute, yet inside the project
 bpy.ops.wm.save_as_mainfile(filepath=str(root / "main.blend"), relative_remap=False)
+# What the add-on submits: a copy saved elsewhere, relative paths remapped to climb back to the project.
+bpy.ops.wm.save_as_mainfile(filepath=str(root.parent / "addon-copy" / "main.blend"), copy=True, relative_remap=True)
 
 # A file with paths no farm can honour: a Windows drive path, one climbing out to nowhere, a deleted library.
 bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -224,6 +227,26 @@ def test_prepare_lays_out_every_dependency_and_leaves_the_artist_files_alone(pro
         prepared.cleanup()
     assert prepared.work_dir is None
     assert tree_digest(project.parent) == before, "the artist's files changed"
+
+
+def test_the_addons_copy_in_another_folder_packs_the_same_files(project: Path, tmp_path: Path) -> None:
+    """The add-on saves a copy elsewhere (``//../project/textures/...``): everything then lies outside the copy's
+    folder and goes under ``_outside_project/``, still found from the rewritten main file."""
+    original = jobs.prepare(jobs.SubmitRequest(project / "main.blend"))
+    copy = jobs.prepare(jobs.SubmitRequest(project.parent / "addon-copy" / "main.blend"))
+    try:
+        assert not copy.missing
+        assert all(rel == "main.blend" or rel.startswith(packing.OUTSIDE_PROJECT + "/") for rel in copy.files)
+        digests = {stored.sha256 for rel, stored in copy.files.items() if rel != "main.blend"}
+        assert digests == {stored.sha256 for rel, stored in original.files.items() if rel != "main.blend"}
+        relaid = jobs.prepare(jobs.SubmitRequest(materialise(copy, tmp_path / "farm")))
+        try:
+            assert not relaid.missing and set(relaid.files) == set(copy.files)
+        finally:
+            relaid.cleanup()
+    finally:
+        original.cleanup()
+        copy.cleanup()
 
 
 def test_missing_files_are_reported_with_their_users(project: Path, tmp_path: Path) -> None:
