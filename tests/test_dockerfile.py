@@ -51,7 +51,8 @@ def test_every_container_pin_equals_the_projects() -> None:
 def test_dockerfile_is_pinned_installs_what_the_worker_needs_and_drops_root() -> None:
     text = DOCKERFILE.read_text()
     base = re.search(r"^FROM\s+(\S+)", text, re.MULTILINE)
-    assert base and re.fullmatch(r"(public\.ecr\.aws/docker/library/)?python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base.group(1))
+    official_python = r"(public\.ecr\.aws/docker/library/)?python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?"
+    assert base and re.fullmatch(official_python, base.group(1))
     assert "-r /tmp/requirements.txt" in text and "COPY container/requirements.txt" in text
     assert re.search(r"^\s+ffmpeg \\$", text, re.MULTILINE)
     assert "COPY addon/ render_on_aws/" in text and "COPY container/render_worker/ render_worker/" in text
