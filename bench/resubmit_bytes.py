@@ -143,7 +143,7 @@ def main() -> None:
         f"one texture changed ({changed_size} bytes): uploaded {third} bytes, "
         f"{third / changed_size:.3f} of the texture's size (target about 1.0)"
     )
-    print(f"second submission uploaded {second} bytes")
+    print(f"second submission uploaded {second} bytes ({second / size:.1e} of the project: the manifest)")
     print(f"ratio: {second / size:.3f}")
 
 
