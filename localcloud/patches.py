@@ -22,6 +22,7 @@ from moto.batch.exceptions import ClientException
 from moto.batch.models import BatchBackend, Job
 from moto.batch_simple.models import BatchSimpleBackend
 from moto.moto_api import state_manager
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_batch import (
     StateTaskServiceBatch,
 )
@@ -30,6 +31,7 @@ from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from .batch import LocalBatchExecutor
 from .shapes import input_shape, output_shape
 
+SYNC_POLL_SECONDS = 0.1
 LambdaInvoker = Callable[[Any, bytes], tuple[bytes, bool]]
 """(moto LambdaFunction, payload) -> (response payload, whether it is an error)."""
 
@@ -49,6 +51,9 @@ def install(executor: LocalBatchExecutor, invoke_lambda: LambdaInvoker) -> None:
     STATE.invoke_lambda = invoke_lambda
     # Job statuses change only when the executor says so (moto would otherwise advance them on every read).
     state_manager.set_transition(model_name="batch::job", transition={"progression": "manual", "times": 10**9})
+    # AWS learns that a .sync Batch job ended from EventBridge within about a second; moto polls DescribeJobs
+    # every 0.5 s. A shorter poll keeps the local pipeline's idle time close to AWS's.
+    state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = SYNC_POLL_SECONDS
     StateTaskServiceBatch._normalise_parameters = _normalise_batch_parameters
     StateTaskServiceBatch._normalise_response = _normalise_batch_response
     StateTaskServiceBatch._eval_service_task = _eval_batch_task_remembering_jobs(

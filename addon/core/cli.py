@@ -18,6 +18,9 @@ from .progress import EtaEstimator, bar, describe
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+AWS_POLL_SECONDS = 10.0
+"""Two calls a poll (DescribeExecution, ListObjectsV2): 12 AWS calls a minute while a job renders."""
+LOCAL_POLL_SECONDS = 0.5
 
 
 def _frames(text: str) -> tuple[int, int]:
@@ -49,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     main.add_argument("--region", help="AWS region (default: your AWS config's)")
     main.add_argument("--profile", help="AWS profile (default: boto3's credential chain)")
     main.add_argument("--stack", default=DEFAULT_STACK, help=f"stack name (default: {DEFAULT_STACK})")
-    main.add_argument("--poll-interval", type=float, help="seconds between status polls (default 10; 1 locally)")
+    main.add_argument("--poll-interval", type=float, help="seconds between status polls (default 10; 0.5 locally)")
     commands = main.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     submit = commands.add_parser("submit", help="upload a .blend and render it")
@@ -107,7 +110,7 @@ class ProgressPrinter:
 def run(args: argparse.Namespace) -> int:
     settings = ConnectionSettings(stack=args.stack, region=args.region, profile=args.profile, endpoint=args.endpoint)
     connection = Connection(settings)
-    interval = args.poll_interval or (1.0 if settings.is_local else 10.0)
+    interval = args.poll_interval or (LOCAL_POLL_SECONDS if settings.is_local else AWS_POLL_SECONDS)
     printer = ProgressPrinter()
     if args.command == "submit":
         if args.download and not args.wait:
