@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import boto3
 from boto3.s3.transfer import TransferConfig
+from common import free_port, make_demo_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAME_COUNTER = ROOT / "lambda" / "frame_counter"
@@ -56,21 +56,10 @@ with open("/proc/self/status") as status:
 carries the forked parent's high-water mark over exec, and the parent here holds the moto server and its data.)"""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def make_big_blend(folder: Path, size_mib: int) -> Path:
     """A tiny demo scene with ``size_mib`` of random bytes packed into it; bpy runs in processes of its own."""
     scene = folder / "scene.blend"
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo_scene.py"), str(scene), "--frame-end", "250"],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    make_demo_scene(scene, "--frame-end", "250")
     payload = folder / "payload.bin"
     with payload.open("wb") as sink:
         for _ in range(size_mib // 64):

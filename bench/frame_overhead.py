@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import boto3  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
-from render_on_aws.core import layout  # noqa: E402
-from render_on_aws.core.plan import Plan, chunk, frame_numbers  # noqa: E402
+import boto3
+from common import ROOT, make_demo_scene, moto_s3
+from render_on_aws.core import layout
+from render_on_aws.core.plan import Plan, chunk, frame_numbers
 
 PURE = """
 import sys, time, bpy
@@ -46,12 +42,6 @@ for frame in range(1, int(sys.argv[3]) + 1):
     total += time.perf_counter() - t
 print(f"PURE_RENDER_S {total:.6f}", file=sys.stderr)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def plan_for(bucket: str, job_id: str, input_uri: str, frames: int, frames_per_job: int) -> Plan:
@@ -102,50 +92,33 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16, help="frames of the demo scene (its default is 48)")
     args = parser.parse_args()
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-    )
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            blend = Path(tmp) / "demo.blend"
-            subprocess.run(
-                [sys.executable, str(ROOT / "scripts" / "demo_scene.py"), str(blend), "--frame-end", str(args.frames)],
-                check=True,
+    with moto_s3(), tempfile.TemporaryDirectory() as tmp:
+        blend = make_demo_scene(Path(tmp) / "demo.blend", "--frame-end", str(args.frames))
+        s3 = boto3.client("s3")
+        bucket = "bench-frame-overhead"
+        s3.create_bucket(Bucket=bucket)
+        s3.upload_file(str(blend), bucket, "uploads/demo.blend")
+        input_uri = f"s3://{bucket}/uploads/demo.blend"
+
+        pure_walls, pure_renders, worker_walls, timings = [], [], [], []
+        for attempt in range(2):
+            out = Path(tmp) / f"pure-{attempt}"
+            out.mkdir()
+            started = time.perf_counter()
+            result = subprocess.run(
+                [sys.executable, "-c", PURE, str(blend), str(out), str(args.frames)],
                 capture_output=True,
+                text=True,
+                check=True,
             )
-            s3 = boto3.client("s3")
-            bucket = "bench-frame-overhead"
-            s3.create_bucket(Bucket=bucket)
-            s3.upload_file(str(blend), bucket, "uploads/demo.blend")
-            input_uri = f"s3://{bucket}/uploads/demo.blend"
+            pure_walls.append(time.perf_counter() - started)
+            pure_renders.append(float(result.stderr.split("PURE_RENDER_S ")[1].split()[0]))
 
-            pure_walls, pure_renders, worker_walls, timings = [], [], [], []
-            for attempt in range(2):
-                out = Path(tmp) / f"pure-{attempt}"
-                out.mkdir()
-                started = time.perf_counter()
-                result = subprocess.run(
-                    [sys.executable, "-c", PURE, str(blend), str(out), str(args.frames)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                pure_walls.append(time.perf_counter() - started)
-                pure_renders.append(float(result.stderr.split("PURE_RENDER_S ")[1].split()[0]))
-
-                plan = plan_for(bucket, f"overhead-{attempt}", input_uri, args.frames, args.frames)
-                s3.put_object(Bucket=bucket, Key=layout.plan_key(plan.job_id), Body=plan.to_json())
-                wall, timing = run_worker(plan)
-                worker_walls.append(wall)
-                timings.append(timing)
-    finally:
-        server.stop()
+            plan = plan_for(bucket, f"overhead-{attempt}", input_uri, args.frames, args.frames)
+            s3.put_object(Bucket=bucket, Key=layout.plan_key(plan.job_id), Body=plan.to_json())
+            wall, timing = run_worker(plan)
+            worker_walls.append(wall)
+            timings.append(timing)
 
     pure_wall, pure_render, worker_wall = min(pure_walls), min(pure_renders), min(worker_walls)
     best = min(timings, key=lambda t: t["total_s"])

@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import make_demo_scene
 
-from localcloud import process as localcloud  # noqa: E402
+from localcloud import process as localcloud
 
 LIMIT_KIB = 256
 
@@ -29,22 +28,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-payload-") as temp:
         work = Path(temp)
         scene = work / "tiny.blend"
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "demo_scene.py"),
-                str(scene),
-                "--frame-end",
-                "2",
-                "--resolution",
-                "16",
-                "16",
-                "--engine",
-                "workbench",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        make_demo_scene(scene, "--frame-end", "2", "--resolution", "16", "16", "--engine", "workbench")
         cloud = localcloud.start(work / "cloud", workers=2)
         try:
             submitted = subprocess.run(

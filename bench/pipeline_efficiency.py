@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import make_demo_scene
 
-from localcloud import process as localcloud  # noqa: E402
+from localcloud import process as localcloud
 
 DIRECT_RENDER = """
 import sys, bpy
@@ -81,11 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as temp:
         work = Path(temp)
         scene = work / "demo.blend"
-        subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "demo_scene.py"), str(scene), "--frame-end", str(args.frames)],
-            check=True,
-            capture_output=True,
-        )
+        make_demo_scene(scene, "--frame-end", str(args.frames))
         cloud = localcloud.start(work / "cloud", workers=args.workers)
         threads = max(1, (__import__("os").cpu_count() or 1) // args.workers)
         pipeline_times, direct_times = [], []
