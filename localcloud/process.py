@@ -57,14 +57,27 @@ class LocalCloudProcess:
             self.process.wait()
 
 
-def start(state_dir: Path, workers: int | None = None, extra_args: tuple[str, ...] = ()) -> LocalCloudProcess:
-    """Starts the local cloud and waits for its first line (its log goes to ``state_dir/localcloud.log``)."""
+def start(
+    state_dir: Path, workers: int | None = None, extra_args: tuple[str, ...] = (), niceness: int = 0
+) -> LocalCloudProcess:
+    """Starts the local cloud and waits for its first line (its log goes to ``state_dir/localcloud.log``).
+
+    ``niceness`` lowers the priority of the cloud and its workers: a benchmark of the artist's side (Blender's
+    responsiveness) runs them at low priority, as they stand in for machines in the cloud, not on the desk.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "localcloud", "--state-dir", str(state_dir), *extra_args]
     if workers:
         command += ["--workers", str(workers)]
     with open(state_dir / "localcloud.log", "w") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT)
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=ROOT,
+            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+        )
     line = process.stdout.readline() if process.stdout else ""
     if not line:
         process.kill()

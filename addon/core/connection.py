@@ -6,6 +6,7 @@ The same code serves AWS and the embedded local cloud (an ``endpoint`` URL); not
 from __future__ import annotations
 
 import ipaddress
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -57,10 +58,17 @@ class StackOutputs:
 
 
 class Connection:
-    """A boto3 session and the stack's outputs, for one stack."""
+    """A boto3 session and the stack's outputs, for one stack; safe to share between threads.
 
-    def __init__(self, settings: ConnectionSettings) -> None:
+    boto3 sessions are not thread-safe but its clients are: clients are made once per service under a lock and
+    shared. Making a client parses botocore's large JSON models while holding the GIL (tens of milliseconds),
+    so making each client once also keeps Blender's main thread from stalling while jobs are followed.
+    """
+
+    def __init__(self, settings: ConnectionSettings, outputs: StackOutputs | None = None) -> None:
         self.settings = settings
+        self._lock = threading.RLock()
+        self._clients: dict[str, Any] = {}
         try:
             self.session = boto3.Session(profile_name=settings.profile or None, region_name=settings.region or None)
         except botocore.exceptions.ProfileNotFound as error:
@@ -73,18 +81,24 @@ class Connection:
         self._credentials: dict[str, str] = {}
         if settings.endpoint and self.session.get_credentials() is None:
             self._credentials = LOCAL_DUMMY_CREDENTIALS  # the local cloud accepts any credentials
-        self._outputs: StackOutputs | None = None
+        self._outputs = outputs
 
     def client(self, service: str) -> Any:
-        return self.session.client(
-            service, endpoint_url=self.settings.endpoint or None, config=CLIENT_CONFIG, **self._credentials
-        )
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                client = self.session.client(
+                    service, endpoint_url=self.settings.endpoint or None, config=CLIENT_CONFIG, **self._credentials
+                )
+                self._clients[service] = client
+            return client
 
     @property
     def outputs(self) -> StackOutputs:
-        if self._outputs is None:
-            self._outputs = self.describe_stack()
-        return self._outputs
+        with self._lock:
+            if self._outputs is None:
+                self._outputs = self.describe_stack()
+            return self._outputs
 
     def describe_stack(self) -> StackOutputs:
         stack = self.settings.stack

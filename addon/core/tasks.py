@@ -26,7 +26,7 @@ from typing import Any
 import botocore.exceptions
 
 from . import history, jobs
-from .connection import Connection, ConnectionSettings, StackOutputs
+from .connection import Connection, ConnectionSettings
 from .errors import JobCancelled, RenderOnAwsError
 from .layout import errors_prefix, frame_key, frames_prefix
 from .progress import EtaEstimator, describe, format_duration
@@ -119,30 +119,29 @@ def max_calls_per_window(times: list[float], window: float = 60.0) -> int:
     return best
 
 
-_OUTPUTS: dict[ConnectionSettings, StackOutputs] = {}
-_OUTPUTS_LOCK = threading.Lock()
+_CONNECTIONS: dict[ConnectionSettings, Connection] = {}
+_CONNECTIONS_LOCK = threading.Lock()
 
 
 def connect(settings: ConnectionSettings, refresh: bool = False) -> Connection:
-    """A new Connection (boto3 sessions are not thread-safe, so one per thread) with the stack's outputs.
+    """The Connection for these settings, shared by every thread, with the stack's outputs read.
 
-    The outputs (DescribeStacks) are cached in memory per connection setting, never on disk.
+    One per settings: its clients are made once (botocore's model parsing holds the GIL) and are thread-safe.
+    The outputs (DescribeStacks) are cached in memory only, never on disk; ``refresh`` reads them again.
     """
-    connection = Connection(settings)
-    with _OUTPUTS_LOCK:
-        cached = None if refresh else _OUTPUTS.get(settings)
-    if cached is not None:
-        connection._outputs = cached  # the core's own cache slot; see the report's note on a public seam
-        return connection
-    outputs = connection.outputs
-    with _OUTPUTS_LOCK:
-        _OUTPUTS[settings] = outputs
+    with _CONNECTIONS_LOCK:
+        connection = None if refresh else _CONNECTIONS.get(settings)
+    if connection is None:
+        connection = Connection(settings)
+        connection.outputs  # noqa: B018 - read now, on this background thread, so failures surface here
+        with _CONNECTIONS_LOCK:
+            _CONNECTIONS[settings] = connection
     return connection
 
 
 def forget_outputs() -> None:
-    with _OUTPUTS_LOCK:
-        _OUTPUTS.clear()
+    with _CONNECTIONS_LOCK:
+        _CONNECTIONS.clear()
 
 
 def test_connection(settings: ConnectionSettings) -> str:
