@@ -49,7 +49,7 @@ bench: setup
 addon: setup
 	$(PY) build_addon.py
 
-# Builds the worker image in the stack's CodeBuild project (docs/DEPLOY.md): make worker-image STACK=name
+# Builds the worker image in the stack's CodeBuild project (README.md, "Deploy to AWS"): make worker-image STACK=name
 worker-image:
 	@test -n "$(STACK)" || { echo "usage: make worker-image STACK=<stack> [REGION=<region>] [PROFILE=<profile>]"; exit 2; }
 	mkdir -p dist
