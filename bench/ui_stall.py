@@ -56,14 +56,26 @@ scene.render_on_aws.frames_per_job_auto = False
 scene.render_on_aws.frames_per_job = int(os.environ["ROA_FRAMES_PER_JOB"])
 bpy.ops.wm.save_mainfile()
 
+PERIOD = 0.010
+def idle_stall(seconds):
+    # The same loop with no job: what the machine itself costs the main thread (scheduling, other processes).
+    worst, last, end = 0.0, time.perf_counter(), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        time.sleep(PERIOD)
+        now = time.perf_counter()
+        worst, last = max(worst, now - last), now
+        runtime.tick()
+    return worst
+baseline = idle_stall(5.0)
+
 clicked = time.perf_counter()
 bpy.ops.render.aws_submit()
 click_ms = (time.perf_counter() - clicked) * 1000
 item = scene.render_on_aws.active_job
 task = runtime.TASKS[item.key]
 
-PERIOD = 0.010
 gaps = {}
+all_gaps = []
 render_from = render_to = None
 if os.environ.get("ROA_SWITCH_INTERVAL"):
     sys.setswitchinterval(float(os.environ["ROA_SWITCH_INTERVAL"]))
@@ -76,6 +88,7 @@ while runtime.active(item.key):
     view = runtime.VIEWS.get(item.key)
     phase = view.phase if view else "?"
     gaps[phase] = max(gaps.get(phase, 0.0), gap)
+    all_gaps.append(gap)
     if phase == "rendering" and render_from is None:
         render_from = time.monotonic()
     if phase != "rendering" and render_from is not None and render_to is None:
@@ -88,6 +101,8 @@ rendering = [t for t in budget.log if render_from is not None and render_from <=
 print("CHILD " + json.dumps({
     "state": item.state, "error": item.error, "cause": item.cause,
     "click_ms": click_ms,
+    "baseline_stall_ms": round(max(0.0, baseline - PERIOD) * 1000, 1),
+    "p99_stall_ms": round(max(0.0, sorted(all_gaps)[int(len(all_gaps) * 0.99)] - PERIOD) * 1000, 1),
     "stall_ms_by_phase": {k: round(max(0.0, v - PERIOD) * 1000, 1) for k, v in gaps.items()},
     "rendering_s": (render_to - render_from) if render_from else 0.0,
     "rendering_calls": len(rendering),
@@ -142,6 +157,8 @@ def main() -> int:
     print(f"job: {got['state']} {got['error']} {got['cause']}".rstrip())
     print(f"upload: {TEXTURE_MB} MB texture + the .blend; submit click (saving the copy): {got['click_ms']:.0f} ms")
     print("longest main-thread stall by phase (ms):", json.dumps(got["stall_ms_by_phase"]))
+    print(f"same loop without a job, before submitting (the machine's own noise): {got['baseline_stall_ms']} ms")
+    print(f"99th percentile of the gaps during the job: {got['p99_stall_ms']} ms")
     print(
         f"rendering period: {got['rendering_s']:.0f} s, {got['rendering_calls']} AWS calls "
         f"(JobWatcher {got['watcher_calls']} in all, previews {got['preview_calls']})"
