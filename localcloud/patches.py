@@ -8,6 +8,8 @@
 - StopExecution does not terminate the Batch jobs of a running ``.sync`` task, as AWS does: remember which
   jobs each execution submitted and terminate them.
 - The simple Lambda echoes its payload: run the real handler instead.
+- StartExecution accepts any input size: refuse inputs over 262,144 bytes (UTF-8) as AWS does, so a client that
+  puts too much in the execution input fails here as it would on AWS.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from moto.batch.exceptions import ClientException
 from moto.batch.models import BatchBackend, Job
 from moto.batch_simple.models import BatchSimpleBackend
 from moto.moto_api import state_manager
+from moto.stepfunctions.exceptions import ValidationException
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_batch import (
     StateTaskServiceBatch,
@@ -40,6 +43,7 @@ class _State:
     executor: LocalBatchExecutor | None = None
     invoke_lambda: LambdaInvoker | None = None
     jobs_by_execution: dict[str, list[str]] = defaultdict(list)
+    stopped_executions: set[str] = set()
     lock = threading.Lock()
 
 
@@ -64,6 +68,9 @@ def install(executor: LocalBatchExecutor, invoke_lambda: LambdaInvoker) -> None:
     BatchBackend.cancel_job = _terminate_job
     StepFunctionsParserBackend.stop_execution = _stop_execution_terminating_jobs(
         StepFunctionsParserBackend.stop_execution
+    )
+    StepFunctionsParserBackend.start_execution = _start_execution_checking_size(
+        StepFunctionsParserBackend.start_execution
     )
     LambdaSimpleBackend.invoke = _invoke_real_handler
 
@@ -94,25 +101,58 @@ def _eval_batch_task_remembering_jobs(original: Callable[..., Any]) -> Callable[
         job_id = submitted.get("JobId") or submitted.get("jobId")
         if job_id:
             with STATE.lock:
-                STATE.jobs_by_execution[execution_arn].append(job_id)
+                stopped = execution_arn in STATE.stopped_executions
+                if not stopped:
+                    STATE.jobs_by_execution[execution_arn].append(job_id)
+            if stopped:  # stopped while SubmitJob ran (a big array takes a while): the job was never remembered
+                _terminate_jobs(execution_arn, [job_id])
         return result
 
     return eval_service_task
+
+
+def _terminate_jobs(execution_arn: str, job_ids: list[str]) -> None:
+    from moto.batch.models import batch_backends
+
+    _, _, _, region, account, *_ = execution_arn.split(":")
+    backend = batch_backends[account][region]
+    for job_id in job_ids:
+        backend.terminate_job(job_id, "Execution was stopped")
 
 
 def _stop_execution_terminating_jobs(original: Callable[..., Any]) -> Callable[..., Any]:
     def stop_execution(self: StepFunctionsParserBackend, execution_arn: str, *args: Any, **kwargs: Any) -> Any:
         result = original(self, execution_arn, *args, **kwargs)
         with STATE.lock:
+            STATE.stopped_executions.add(execution_arn)
             job_ids = STATE.jobs_by_execution.pop(execution_arn, [])
-        from moto.batch.models import batch_backends
-
-        backend = batch_backends[self.account_id][self.region_name]
-        for job_id in job_ids:
-            backend.terminate_job(job_id, "Execution was stopped")
+        _terminate_jobs(execution_arn, job_ids)
         return result
 
     return stop_execution
+
+
+MAX_EXECUTION_INPUT_BYTES = 262_144
+"""StartExecution's ``input``: "Length Constraints: Maximum length of 262144", in bytes of UTF-8 (API reference)."""
+
+
+def _start_execution_checking_size(original: Callable[..., Any]) -> Callable[..., Any]:
+    def start_execution(
+        self: StepFunctionsParserBackend,
+        state_machine_arn: str,
+        name: Any = None,
+        execution_input: Any = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        if execution_input is not None and len(str(execution_input).encode("utf-8")) > MAX_EXECUTION_INPUT_BYTES:
+            raise ValidationException(
+                "1 validation error detected: Value at 'input' failed to satisfy constraint: "
+                f"Member must have length less than or equal to {MAX_EXECUTION_INPUT_BYTES}"
+            )
+        return original(self, state_machine_arn, name, execution_input, *args, **kwargs)
+
+    return start_execution
 
 
 def _submit_job(

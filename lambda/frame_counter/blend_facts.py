@@ -20,6 +20,7 @@ caller's decision: the facts only say ``has_camera``.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import logging
 import os
@@ -194,9 +195,9 @@ def _read(path: Path, display: str, compressed: bool, scene_name: str | None) ->
     except _UNREADABLE as exc:
         reason = _describe(exc)
     except OSError as exc:
-        if exc.errno is not None:
+        if exc.errno not in (None, errno.EINVAL):  # EINVAL: a corrupt block size made BAT seek before the start
             raise
-        reason = _describe(exc)
+        reason = "a block's size points outside the file" if exc.errno else _describe(exc)
     if bfile is None or reason:
         if bfile is not None:
             bfile.close()
