@@ -172,37 +172,34 @@ def test_more_than_10000_chunks_raises_frames_per_job(drill_cloud: LocalCloudPro
         job_id,
         {"inputUri": put_cas(drill_cloud, scenes["two"].read_bytes()), "frameEnd": 10_001, "framesPerJob": 1},
     )
-    batch = drill_cloud.client("batch")
-    queue = drill_cloud.outputs["JobQueueArn"]
+    try:
+        batch = drill_cloud.client("batch")
+        # Wait for the children to run before asking Batch anything: moto's DescribeJobs/ListJobs iterate the job table
+        # while SubmitJob is still adding 5,001 children to it, and fail ("dictionary changed size during iteration").
+        running = wait_for(lambda: workers(drill_cloud, job_id), timeout=180, interval=0.5)
+        assert running, wait_execution(drill_cloud, arn, timeout=1)
+        job = {"jobId": running[0].batch_job.split(":")[0]}
+        plan = json.loads(
+            drill_cloud.client("s3").get_object(Bucket=drill_cloud.bucket, Key=f"jobs/{job_id}/job.json")["Body"].read()
+        )
+        assert plan["frames_per_job_raised"] is True and plan["frames_per_job"] == 2
+        assert len(plan["chunks"]) == 5001 and sum(len(c) for c in plan["chunks"]) == 10_001
+        described = batch.describe_jobs(jobs=[job["jobId"]])["jobs"][0]
+        assert described["jobName"] == f"render-{job_id}"
+        assert 2 <= described["arrayProperties"]["size"] == 5001 <= 10_000
 
-    def array_job() -> dict[str, Any] | None:
-        for status in ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"):
-            for job in batch.list_jobs(jobQueue=queue, jobStatus=status)["jobSummaryList"]:
-                if job["jobName"] == f"render-{job_id}":
-                    return job
-        return None
-
-    job = wait_for(array_job, timeout=120, interval=0.5)
-    assert job, wait_execution(drill_cloud, arn, timeout=1)
-    plan = json.loads(
-        drill_cloud.client("s3").get_object(Bucket=drill_cloud.bucket, Key=f"jobs/{job_id}/job.json")["Body"].read()
-    )
-    assert plan["frames_per_job_raised"] is True and plan["frames_per_job"] == 2
-    assert len(plan["chunks"]) == 5001 and sum(len(c) for c in plan["chunks"]) == 10_001
-    described = batch.describe_jobs(jobs=[job["jobId"]])["jobs"][0]
-    assert 2 <= described["arrayProperties"]["size"] == 5001 <= 10_000
-
-    drill_cloud.client("stepfunctions").stop_execution(executionArn=arn, error="JobCancelled", cause="drill")
-    assert wait_execution(drill_cloud, arn)["status"] == "ABORTED"
-    # Stopped while SubmitJob was still creating the 5,001 children: the array job must be terminated all the same
-    # (it once was not, and the local cloud rendered on for many minutes).
-    parent = wait_for(
-        lambda: (d := batch.describe_jobs(jobs=[job["jobId"]])["jobs"][0])["status"] == "FAILED" and d, timeout=120
-    )
-    assert parent, "the array job was not terminated"
-    children = batch.describe_jobs(jobs=[f"{job['jobId']}:0", f"{job['jobId']}:5000"])["jobs"]
-    assert [(c["status"], c["statusReason"]) for c in children] == [("FAILED", "Execution was stopped")] * 2
-    assert wait_for(lambda: not workers(drill_cloud, job_id), timeout=60), "children kept running after the stop"
+        drill_cloud.client("stepfunctions").stop_execution(executionArn=arn, error="JobCancelled", cause="drill")
+        assert wait_execution(drill_cloud, arn)["status"] == "ABORTED"
+        # The array job and every one of its 5,001 children are terminated, queued ones included.
+        parent = wait_for(
+            lambda: (d := batch.describe_jobs(jobs=[job["jobId"]])["jobs"][0])["status"] == "FAILED" and d, timeout=120
+        )
+        assert parent, "the array job was not terminated"
+        children = batch.describe_jobs(jobs=[f"{job['jobId']}:0", f"{job['jobId']}:5000"])["jobs"]
+        assert [(c["status"], c["statusReason"]) for c in children] == [("FAILED", "Execution was stopped")] * 2
+        assert wait_for(lambda: not workers(drill_cloud, job_id), timeout=60), "children kept running after the stop"
+    finally:  # a failed assertion must not leave 5,001 chunks rendering for the rest of the suite
+        drill_cloud.client("stepfunctions").stop_execution(executionArn=arn, error="JobCancelled", cause="drill")
 
 
 def _run_clis(cloud: LocalCloudProcess, runs: dict[str, list[str]], cwd: Path) -> dict[str, Any]:
