@@ -35,6 +35,8 @@ from .layout import (
 )
 
 MANIFEST_VERSION = 1
+MAX_JOB_NAME = 128
+"""The frame counter keeps 128 characters of a job name; longer ones would only grow the execution input."""
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
@@ -50,7 +52,7 @@ class SubmitRequest:
 
     def execution_input(self, job_id: str, bucket: str, job_name: str) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "jobName": job_name,
+            "jobName": job_name[:MAX_JOB_NAME],
             "manifestUri": f"s3://{bucket}/{manifest_key(job_id)}",
             "outputUri": f"s3://{bucket}/{job_prefix(job_id).rstrip('/')}",
             "framesPerJob": str(self.frames_per_job),
@@ -220,8 +222,17 @@ def submit_prepared(
             name=job_id,
             input=json.dumps(prepared.request.execution_input(job_id, outputs.bucket, prepared.job_name)),
         )
-    except botocore.exceptions.EndpointConnectionError as error:
+    except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError) as error:
         raise ConnectionFailed(f"lost the connection while submitting: {error}") from error
+    except botocore.exceptions.NoCredentialsError as error:
+        raise ConnectionFailed("no AWS credentials: log in (aws sso login) or choose a profile") from error
+    except botocore.exceptions.ClientError as error:
+        detail = error.response.get("Error", {})
+        raise ConnectionFailed(
+            f"AWS refused the submission ({detail.get('Code', 'error')}): {detail.get('Message', error)}"
+        ) from error
+    except botocore.exceptions.BotoCoreError as error:
+        raise ConnectionFailed(f"submitting failed: {error}") from error
     return JobRef(job_id, execution["executionArn"], outputs.bucket)
 
 

@@ -71,7 +71,8 @@ def pack_blend(blend: Path, work_dir: Path) -> PackedTree:
         try:
             packer.strategise()
             packer.execute()
-        except (blendfile.exceptions.BlendFileError, EOFError, ValueError) as error:
+        except (blendfile.exceptions.BlendFileError, EOFError, ValueError, OSError) as error:
+            # OSError: a corrupt block size makes BAT seek before the file's start (EINVAL), or a file can't be read.
             raise BlendFileUnreadable(f"cannot read the dependencies of {blend.name}: {error}") from error
         except pack.Aborted as error:
             raise BlendFileUnreadable(f"packing {blend.name} failed: {error}") from error
