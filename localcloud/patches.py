@@ -64,6 +64,7 @@ def install(executor: LocalBatchExecutor, invoke_lambda: LambdaInvoker) -> None:
         StateTaskServiceBatch._eval_service_task
     )
     BatchSimpleBackend.submit_job = _submit_job
+    BatchBackend.describe_jobs = _describe_jobs
     BatchBackend.terminate_job = _terminate_job
     BatchBackend.cancel_job = _terminate_job
     StepFunctionsParserBackend.stop_execution = _stop_execution_terminating_jobs(
@@ -207,6 +208,16 @@ def _submit_job(
     assert STATE.executor is not None
     STATE.executor.submit(job, children)
     return job_name, job.job_id, job.arn
+
+
+def _describe_jobs(self: BatchBackend, jobs: list[str] | None) -> list[dict[str, Any]]:
+    """DescribeJobs by id lookup on a snapshot (moto iterates every job while a large array may still be added)."""
+    known = dict(self._jobs)
+    if not jobs:
+        return [job.describe() for job in known.values()]
+    by_arn = {job.arn: job for job in known.values()}
+    found = [known.get(wanted) or by_arn.get(wanted) for wanted in jobs]
+    return [job.describe() for job in found if job is not None]
 
 
 def _terminate_job(self: BatchBackend, job_id: str, reason: str) -> None:
