@@ -9,6 +9,7 @@ contiguous share: the render-only limit. Runs alternate, medians are compared; t
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from common import make_demo_scene
 
 from localcloud import process as localcloud
+from localcloud.batch import slot_cpus
 
 DIRECT_RENDER = """
 import sys, bpy
@@ -51,8 +53,10 @@ def direct_render(scene: Path, frames: int, workers: int, threads: int, out: Pat
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # The same cores per process as the local cloud gives each worker slot (localcloud/batch.py).
+            preexec_fn=(lambda cpus=cpus: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
-        for first in range(1, frames + 1, share)
+        for first, cpus in zip(range(1, frames + 1, share), slot_cpus(workers) or [None] * workers, strict=False)
     ]
     for process in processes:
         if process.wait() != 0:
@@ -82,7 +86,7 @@ def main() -> None:
         scene = work / "demo.blend"
         make_demo_scene(scene, "--frame-end", str(args.frames))
         cloud = localcloud.start(work / "cloud", workers=args.workers)
-        threads = max(1, (__import__("os").cpu_count() or 1) // args.workers)
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
         pipeline_times, direct_times = [], []
         try:
             for run in range(args.runs):
