@@ -79,12 +79,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=32, help="Cycles samples: make demo's scene uses 32")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as temp:
         work = Path(temp)
         scene = work / "demo.blend"
-        make_demo_scene(scene, "--frame-end", str(args.frames))
+        make_demo_scene(scene, "--frame-end", str(args.frames), "--samples", str(args.samples))
         cloud = localcloud.start(work / "cloud", workers=args.workers)
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         pipeline_times, direct_times = [], []

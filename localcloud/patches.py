@@ -14,18 +14,19 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from moto import backends as moto_backends
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.batch.exceptions import ClientException
 from moto.batch.models import BatchBackend, Job
 from moto.batch_simple.models import BatchSimpleBackend
 from moto.moto_api import state_manager
 from moto.stepfunctions.exceptions import ValidationException
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_batch import (
     StateTaskServiceBatch,
 )
@@ -34,7 +35,7 @@ from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 from .batch import LocalBatchExecutor
 from .shapes import input_shape, output_shape
 
-SYNC_POLL_SECONDS = 0.1
+_ORIGINAL_LIST_OF_MOTO_MODULES = moto_backends.list_of_moto_modules
 LambdaInvoker = Callable[[Any, bytes], tuple[bytes, bool]]
 """(moto LambdaFunction, payload) -> (response payload, whether it is an error)."""
 
@@ -55,9 +56,6 @@ def install(executor: LocalBatchExecutor, invoke_lambda: LambdaInvoker) -> None:
     STATE.invoke_lambda = invoke_lambda
     # Job statuses change only when the executor says so (moto would otherwise advance them on every read).
     state_manager.set_transition(model_name="batch::job", transition={"progression": "manual", "times": 10**9})
-    # AWS learns that a .sync Batch job ended from EventBridge within about a second; moto polls DescribeJobs
-    # every 0.5 s. A shorter poll keeps the local pipeline's idle time close to AWS's.
-    state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = SYNC_POLL_SECONDS
     StateTaskServiceBatch._normalise_parameters = _normalise_batch_parameters
     StateTaskServiceBatch._normalise_response = _normalise_batch_response
     StateTaskServiceBatch._eval_service_task = _eval_batch_task_remembering_jobs(
@@ -67,6 +65,9 @@ def install(executor: LocalBatchExecutor, invoke_lambda: LambdaInvoker) -> None:
     BatchBackend.describe_jobs = _describe_jobs
     BatchBackend.terminate_job = _terminate_job
     BatchBackend.cancel_job = _terminate_job
+    # moto's server lists its own package folder (listdir + isdir of every module) on every request; the
+    # list never changes, and that CPU is taken from the renders running beside it.
+    moto_backends.list_of_moto_modules = _moto_modules
     StepFunctionsParserBackend.stop_execution = _stop_execution_terminating_jobs(
         StepFunctionsParserBackend.stop_execution
     )
@@ -74,6 +75,15 @@ def install(executor: LocalBatchExecutor, invoke_lambda: LambdaInvoker) -> None:
         StepFunctionsParserBackend.start_execution
     )
     LambdaSimpleBackend.invoke = _invoke_real_handler
+
+
+@functools.cache
+def _moto_module_names() -> tuple[str, ...]:
+    return tuple(_ORIGINAL_LIST_OF_MOTO_MODULES())
+
+
+def _moto_modules() -> tuple[str, ...]:
+    return _moto_module_names()
 
 
 def _normalise_batch_parameters(self: StateTaskServiceBatch, parameters: dict, *args: Any, **kwargs: Any) -> None:

@@ -21,6 +21,8 @@ EXIT_INTERRUPTED = 130
 AWS_POLL_SECONDS = 10.0
 """Two calls a poll (DescribeExecution, ListObjectsV2): 12 AWS calls a minute while a job renders."""
 LOCAL_POLL_SECONDS = 0.5
+"""On the local cloud polls cost this machine's CPU, which the renders need: poll often only near the end."""
+LOCAL_POLL_MAX_SECONDS = 5.0
 
 
 def _frames(text: str) -> tuple[int, int]:
@@ -82,13 +84,14 @@ class ProgressPrinter:
         self.stream = stream
         self.tty = stream.isatty()
         self.eta = EtaEstimator()
+        self.last_eta: float | None = None
         self._last = ""
 
     def upload(self, done: int, total: int) -> None:
         self._show(f"{bar(done, total)} uploading {done / 1e6:.1f}/{total / 1e6:.1f} MB")
 
     def job(self, status: jobs.JobStatus) -> None:
-        eta = self.eta.update(status.frames_done, status.frames_total)
+        eta = self.last_eta = self.eta.update(status.frames_done, status.frames_total)
         self._show(f"{bar(status.frames_done, status.frames_total)} {describe(status, eta)}")
 
     def _show(self, line: str) -> None:
@@ -110,8 +113,17 @@ class ProgressPrinter:
 def run(args: argparse.Namespace) -> int:
     settings = ConnectionSettings(stack=args.stack, region=args.region, profile=args.profile, endpoint=args.endpoint)
     connection = Connection(settings)
-    interval = args.poll_interval or (LOCAL_POLL_SECONDS if settings.is_local else AWS_POLL_SECONDS)
     printer = ProgressPrinter()
+
+    def interval(status: jobs.JobStatus) -> float:
+        if args.poll_interval:
+            return args.poll_interval
+        if not settings.is_local:
+            return AWS_POLL_SECONDS
+        if status.phase == "rendering" and printer.last_eta:
+            return min(LOCAL_POLL_MAX_SECONDS, max(LOCAL_POLL_SECONDS, printer.last_eta / 4))
+        return LOCAL_POLL_SECONDS
+
     if args.command == "submit":
         if args.download and not args.wait:
             raise InvalidInput("--download needs --wait")

@@ -340,9 +340,10 @@ def wait(
     connection: Connection,
     job: JobRef,
     on_status: Callable[[JobStatus], None] | None = None,
-    poll_interval: float = 10.0,
+    poll_interval: float | Callable[[JobStatus], float] = 10.0,
     cancel: threading.Event | None = None,
 ) -> JobStatus:
+    """Polls until the job ends; ``poll_interval`` is seconds, or a function of the last status giving them."""
     watcher = JobWatcher(connection, job)
     while True:
         status = watcher.poll()
@@ -350,10 +351,11 @@ def wait(
             on_status(status)
         if status.finished:
             return status
-        if cancel is not None and cancel.wait(poll_interval):
+        delay = poll_interval(status) if callable(poll_interval) else poll_interval
+        if cancel is not None and cancel.wait(delay):
             stop(connection, job)
         elif cancel is None:
-            time.sleep(poll_interval)
+            time.sleep(delay)
 
 
 def stop(connection: Connection, job: JobRef, reason: str = "cancelled by the artist") -> None:
