@@ -44,7 +44,7 @@ format: setup
 	$(PY) -m ruff check --fix .
 
 bench: setup
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in $(filter-out bench/common.py,$(wildcard bench/*.py)); do echo "== $$script"; $(PY) $$script || exit 1; done
 
 addon: setup
 	$(PY) build_addon.py

@@ -124,7 +124,7 @@ def main() -> int:
         try:
             blend = make_demo_scene(
                 work / "scene" / "stall.blend",
-                *("--frame-end", "48", "--resolution", "320", "180", "--engine", "cycles", "--samples", "16"),
+                *("--frame-end", "48", "--resolution", "320", "180", "--engine", "cycles", "--samples", "64"),  # > 60 s of rendering
             )
             texture = work / "scene" / "textures" / "noise.png"
             texture.parent.mkdir(parents=True, exist_ok=True)
