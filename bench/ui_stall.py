@@ -124,7 +124,8 @@ def main() -> int:
         try:
             blend = make_demo_scene(
                 work / "scene" / "stall.blend",
-                *("--frame-end", "48", "--resolution", "320", "180", "--engine", "cycles", "--samples", "64"),  # > 60 s of rendering
+                # 64 samples: over a minute of rendering, so the calls are counted over a whole minute.
+                *("--frame-end", "48", "--resolution", "320", "180", "--engine", "cycles", "--samples", "64"),
             )
             texture = work / "scene" / "textures" / "noise.png"
             texture.parent.mkdir(parents=True, exist_ok=True)
