@@ -18,8 +18,6 @@ from .progress import EtaEstimator, bar, describe
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-AWS_POLL_SECONDS = 10.0
-"""Two calls a poll (DescribeExecution, ListObjectsV2): 12 AWS calls a minute while a job renders."""
 LOCAL_POLL_SECONDS = 0.5
 """On the local cloud polls cost this machine's CPU, which the renders need: poll often only near the end."""
 LOCAL_POLL_MAX_SECONDS = 5.0
@@ -119,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if args.poll_interval:
             return args.poll_interval
         if not settings.is_local:
-            return AWS_POLL_SECONDS
+            return jobs.AWS_POLL_SECONDS
         if status.phase == "rendering" and printer.last_eta:
             return min(LOCAL_POLL_MAX_SECONDS, max(LOCAL_POLL_SECONDS, printer.last_eta / 4))
         return LOCAL_POLL_SECONDS

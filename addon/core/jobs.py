@@ -35,6 +35,8 @@ from .layout import (
 )
 
 MANIFEST_VERSION = 1
+AWS_POLL_SECONDS = 10.0
+"""Polling policy on AWS (CLI and add-on): two calls a poll, so 12 AWS calls a minute while a job renders."""
 MAX_JOB_NAME = 128
 """The frame counter keeps 128 characters of a job name; longer ones would only grow the execution input."""
 TERMINAL = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")

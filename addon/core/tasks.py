@@ -31,7 +31,7 @@ from .errors import JobCancelled, RenderOnAwsError
 from .layout import errors_prefix, frame_key, frames_prefix
 from .progress import EtaEstimator, describe, format_duration
 
-AWS_POLL_SECONDS = 10.0
+AWS_POLL_SECONDS = jobs.AWS_POLL_SECONDS
 LOCAL_POLL_SECONDS = 1.0
 AWS_CALLS_PER_MINUTE = 12
 AWS_PREVIEW_SECONDS = 30.0
