@@ -101,9 +101,17 @@ def test_cancel_stops_the_execution_and_every_batch_job(local_cloud: LocalCloudP
     assert not worker_processes(local_cloud), "a worker kept running after cancel"
     batch = local_cloud.client("batch")
     queue = local_cloud.outputs["JobQueueArn"]
-    for state in ("RUNNING", "RUNNABLE", "STARTING", "SUBMITTED", "PENDING"):
-        assert not [
+
+    def unfinished() -> list[dict]:
+        """This job's Batch jobs not yet FAILED/SUCCEEDED (a killed worker's job is marked a moment after it exits)."""
+        return [
             job
+            for state in ("RUNNING", "RUNNABLE", "STARTING", "SUBMITTED", "PENDING")
             for job in batch.list_jobs(jobQueue=queue, jobStatus=state)["jobSummaryList"]
             if job_id in job["jobName"]
         ]
+
+    deadline = time.monotonic() + 30
+    while unfinished() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not unfinished(), "a Batch job of the cancelled execution is still running"
