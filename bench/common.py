@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts import demo_scene  # noqa: E402
+
 BENCH_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -39,12 +42,5 @@ def moto_s3() -> Iterator[str]:
         server.stop()
 
 
-def make_demo_scene(path: Path, *options: str) -> Path:
-    """The demo scene (scripts/demo_scene.py: 320x180, Cycles 8 samples unless options say otherwise)."""
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo_scene.py"), str(path), *options],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    return path
+make_demo_scene = demo_scene.make
+"""The demo scene (scripts/demo_scene.py: 320x180, Cycles 8 samples unless options say otherwise)."""

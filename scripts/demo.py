@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from localcloud import process as localcloud  # noqa: E402
+from scripts import demo_scene  # noqa: E402
 
 OUT = ROOT / "out"
 DEMO_SCENE = ("--frame-end", "48", "--samples", "32")
@@ -25,11 +26,7 @@ SCENE = OUT / "demo" / "demo.blend"
 def main() -> int:
     if not SCENE.exists():
         print(f"making the demo scene {SCENE.relative_to(ROOT)} with bpy", file=sys.stderr)
-        subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "demo_scene.py"), str(SCENE), *DEMO_SCENE],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        demo_scene.make(SCENE, *DEMO_SCENE)
     print("starting the embedded local cloud", file=sys.stderr)
     cloud = localcloud.start(OUT / "demo" / "localcloud")
     print(f"local cloud at {cloud.endpoint}, stack {cloud.stack!r}", file=sys.stderr)

@@ -93,6 +93,21 @@ def _fill(scene, args: argparse.Namespace, frame_end: int | None = None) -> None
         scene.camera = camera
 
 
+def make(path: Path, *options: str) -> Path:
+    """Writes ``path`` by running this script in a process of its own (bpy is global state); for tests and benches."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, __file__, str(path), *options],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    return path
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 
 from localcloud.process import LocalCloudProcess
 from localcloud.process import start as start_local_cloud
+from scripts import demo_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_BLENDFILES = ROOT.parent / "shared" / "blendfiles"
@@ -59,15 +58,8 @@ def bucket(aws_env: str) -> str:
     return name
 
 
-def make_scene(path: Path, *options: str) -> Path:
-    """Writes a real .blend with bpy (scripts/demo_scene.py in its own process); options as on its command line."""
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo_scene.py"), str(path), *options],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    return path
+make_scene = demo_scene.make
+"""Writes a real .blend with bpy (scripts/demo_scene.py in its own process); options as on its command line."""
 
 
 @pytest.fixture
