@@ -442,6 +442,9 @@ class JobTask(threading.Thread):
             target.mkdir(parents=True, exist_ok=True)
             paths = jobs.download(connection, job, target, frames=self.options.download_frames)
             frames_dir = target / f"{job.job_id}-frames"
+            downloaded_frames = sorted(path for path in paths[1:] if path.parent == frames_dir)
+            if downloaded_frames:  # the last frame is the preview now, whether or not polling caught it
+                self._post(preview_path=str(downloaded_frames[-1]))
             self._post(
                 phase="done",
                 text=f"done: {status.frames_total or 0} frames",
