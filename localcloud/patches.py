@@ -78,12 +78,8 @@ def install(executor: LocalBatchExecutor, invoke_lambda: LambdaInvoker) -> None:
 
 
 @functools.cache
-def _moto_module_names() -> tuple[str, ...]:
-    return tuple(_ORIGINAL_LIST_OF_MOTO_MODULES())
-
-
 def _moto_modules() -> tuple[str, ...]:
-    return _moto_module_names()
+    return tuple(_ORIGINAL_LIST_OF_MOTO_MODULES())
 
 
 def _normalise_batch_parameters(self: StateTaskServiceBatch, parameters: dict, *args: Any, **kwargs: Any) -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,8 +158,6 @@ class PreparedJob:
 
     def cleanup(self) -> None:
         if self.work_dir is not None:
-            import shutil
-
             shutil.rmtree(self.work_dir, ignore_errors=True)
             self.work_dir = None
 
@@ -168,9 +169,7 @@ def prepare(request: SubmitRequest) -> PreparedJob:
     (through the local hash cache, so an unchanged file costs a ``stat``), and only .blend files whose paths had to
     be rewritten are written, as copies under ``work_dir``.
     """
-    import tempfile
-
-    from . import hashcache, packing
+    from . import hashcache, packing  # blender-asset-tracer: imported only when something is packed
 
     blend = Path(request.blend)
     if not blend.is_file():
@@ -185,8 +184,6 @@ def prepare(request: SubmitRequest) -> PreparedJob:
         # Rewritten copies are new temporary files every time: hashing them is cheap, caching them pointless.
         stored.update(cas.hash_files(source for source in tree.files.values() if source.is_relative_to(work_dir)))
     except BaseException:
-        import shutil
-
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     return PreparedJob(
@@ -390,7 +387,6 @@ def download(connection: Connection, job: JobRef, directory: Path, frames: bool 
             for page in paginator.paginate(Bucket=job.bucket, Prefix=frames_prefix(job.job_id))
             for item in page.get("Contents", [])
         ]
-        from concurrent.futures import ThreadPoolExecutor
 
         def fetch(key: str) -> Path:
             path = target / key.rsplit("/", 1)[-1]
