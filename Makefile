@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1su
 LINT_VENV := $(VENV)/lint
 LINT_STAMP := $(LINT_VENV)/.installed-$(shell sha1sum requirements-lint.txt | cut -c1-12)
 
-.PHONY: setup demo test lint lint-iac format bench addon worker-image clean
+.PHONY: setup demo test lint lint-iac format bench addon sam-build worker-image clean
 
 setup: $(STAMP) $(LINT_STAMP)
 
@@ -49,11 +49,34 @@ bench: setup
 addon: setup
 	$(PY) build_addon.py
 
+# The Lambda packages as `sam deploy` uploads them: `sam build` when the SAM CLI is installed, else the same two
+# makefile targets it would run (contract/Makefile, lambda/frame_counter/Makefile) into .aws-sam/build/<LogicalId>,
+# so the package is built and import-checked anyway. Neither way needs python3.12 or Docker.
+SAM_BUILD := .aws-sam/build
+sam-build: $(STAMP)
+	@if command -v sam >/dev/null 2>&1; then \
+		echo "sam-build: running sam build ($$(sam --version))"; \
+		sam build; \
+	else \
+		echo "sam-build: no sam command; running the makefile targets sam build would run, into $(SAM_BUILD)/"; \
+		rm -rf $(SAM_BUILD)/ContractLayer $(SAM_BUILD)/FrameCounterFunction && \
+		$(MAKE) --no-print-directory -C contract build-ContractLayer ARTIFACTS_DIR=$(abspath $(SAM_BUILD))/ContractLayer && \
+		$(MAKE) --no-print-directory -C lambda/frame_counter build-FrameCounterFunction \
+			ARTIFACTS_DIR=$(abspath $(SAM_BUILD))/FrameCounterFunction PYTHON=$(abspath $(PY)); \
+	fi
+	@test ! -e $(SAM_BUILD)/FrameCounterFunction/render_on_aws || { echo "sam-build: the add-on leaked in"; exit 1; }
+	@test ! -e $(SAM_BUILD)/FrameCounterFunction/bpy || { echo "sam-build: bpy leaked in"; exit 1; }
+	@ls $(SAM_BUILD)/FrameCounterFunction/zstandard/*.cpython-312-*.so >/dev/null \
+		|| { echo "sam-build: zstandard is not the Lambda's cp312 build"; exit 1; }
+	@$(PY) -I -c "import sys; sys.path.insert(0, '$(SAM_BUILD)/ContractLayer/python'); \
+		import render_contract; print('sam-build: layer OK,', render_contract.__file__)"
+	@du -sh $(SAM_BUILD)/FrameCounterFunction $(SAM_BUILD)/ContractLayer
+
 # Builds the worker image in the stack's CodeBuild project (README.md, "Deploy to AWS"): make worker-image STACK=name
 worker-image:
 	@test -n "$(STACK)" || { echo "usage: make worker-image STACK=<stack> [REGION=<region>] [PROFILE=<profile>]"; exit 2; }
 	mkdir -p dist
-	git archive --format=zip --output dist/worker-context.zip HEAD container addon pyproject.toml
+	git archive --format=zip --output dist/worker-context.zip HEAD container contract pyproject.toml
 	export AWS_PAGER=""; AWS="aws $(if $(REGION),--region $(REGION)) $(if $(PROFILE),--profile $(PROFILE))"; \
 	out() { $$AWS cloudformation describe-stacks --stack-name $(STACK) --query "Stacks[0].Outputs[?OutputKey=='$$1'].OutputValue" --output text; }; \
 	bucket=$$(out BucketName) && project=$$(out WorkerImageProjectName) && \
@@ -64,4 +87,4 @@ worker-image:
 	echo "$$status"; [ "$$status" = SUCCEEDED ]
 
 clean:
-	rm -rf $(VENV) dist out build .pytest_cache
+	rm -rf $(VENV) dist out build .pytest_cache .aws-sam

@@ -9,6 +9,9 @@ Which wheels, and why:
 * boto3, botocore, s3transfer, jmespath, python-dateutil, six, urllib3: the AWS client (pure Python).
 * blender-asset-tracer: packing the scene's dependencies (pure Python). Its ``requests`` need is for Shaman
   uploads only, which the add-on does not use (and Blender bundles ``requests`` anyway).
+* render_contract: the contract the add-on shares with the Lambda and the worker (contract/, stdlib only), built
+  fresh from the working tree into a pure wheel with ``pip wheel`` on every build (its version rarely changes, its
+  code does, so a cached wheel would go stale).
 * zstandard: BAT reads zstd-compressed .blend files (Blender 3.0+ "Compress") with it. It is a C extension, so
   one wheel per platform, for CPython 3.11 (Blender 4.2 to 5.0 all ship Python 3.11): Linux x86_64 and aarch64
   (manylinux2014), macOS x86_64 and arm64, Windows x86_64. Blender installs only the wheel that fits the
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -32,6 +36,8 @@ ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "addon"
 MANIFEST = ADDON / "blender_manifest.toml"
 CACHE = ROOT / "build" / "wheels"
+CONTRACT = ROOT / "contract"
+CONTRACT_WHEELS = ROOT / "build" / "contract-wheel"
 DIST = ROOT / "dist"
 PYTHON_VERSION = "3.11"
 PURE_PACKAGES = (
@@ -149,6 +155,23 @@ def collect_wheels(pins: dict[str, Pin] | None = None) -> list[Path]:
     return sorted(set(wheels), key=lambda path: path.name)
 
 
+def contract_wheel() -> Path:
+    """A pure wheel of contract/ as it is now; kept apart from the download cache, which is keyed on pins."""
+    CONTRACT_WHEELS.mkdir(parents=True, exist_ok=True)
+    for old in CONTRACT_WHEELS.glob("*.whl"):
+        old.unlink()
+    command = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--quiet", "--no-deps"]
+    subprocess.run([*command, "--wheel-dir", str(CONTRACT_WHEELS), str(CONTRACT)], check=True)
+    # setuptools leaves its build/ and egg-info beside the sources; they are not the contract's files.
+    for leftover in (CONTRACT / "build", *CONTRACT.glob("*.egg-info")):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+    found = sorted(CONTRACT_WHEELS.glob("render_contract-*-py3-none-any.whl"))
+    if len(found) != 1:
+        raise SystemExit(f"expected one pure wheel of contract/, found {found}")
+    return found[0]
+
+
 def manifest_with_wheels(text: str, wheels: list[str]) -> str:
     """The manifest text with its ``wheels = [...]`` list replaced (or added at the end)."""
     block = "wheels = [\n" + "".join(f'  "./wheels/{name}",\n' for name in wheels) + "]"
@@ -170,7 +193,7 @@ def addon_files() -> list[Path]:
 
 
 def build(output: Path | None = None) -> Path:
-    wheels = collect_wheels()
+    wheels = sorted([*collect_wheels(), contract_wheel()], key=lambda path: path.name)
     manifest_text = MANIFEST.read_text()
     updated = manifest_with_wheels(manifest_text, [wheel.name for wheel in wheels])
     if updated != manifest_text:

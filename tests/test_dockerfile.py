@@ -55,7 +55,11 @@ def test_dockerfile_is_pinned_installs_what_the_worker_needs_and_drops_root() ->
     assert base and re.fullmatch(official_python, base.group(1))
     assert "-r /tmp/requirements.txt" in text and "COPY container/requirements.txt" in text
     assert re.search(r"^\s+ffmpeg \\$", text, re.MULTILINE)
-    assert "COPY addon/ render_on_aws/" in text and "COPY container/render_worker/ render_worker/" in text
+    assert "COPY contract/render_contract/ render_contract/" in text
+    assert "COPY container/render_worker/ render_worker/" in text
+    # The worker imports the contract, never the add-on: the image must not carry addon/ (tests/test_boundaries.py).
+    assert "addon" not in re.sub(r"#.*", "", text)
+    assert re.search(r"^ENV PYTHONPATH=/opt/render-on-aws\b", text, re.MULTILINE)
     user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert user and not user[-1].startswith(("root", "0"))
     assert 'ENTRYPOINT ["python", "-m", "render_worker.cli"]' in text

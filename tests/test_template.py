@@ -155,6 +155,8 @@ for resource in template["Resources"].values():  # what `sam package` does to lo
     properties = resource.get("Properties", {})
     if resource["Type"] == "AWS::Serverless::Function":
         properties["CodeUri"] = "s3://sam-artifacts/frame_counter.zip"
+    if resource["Type"] == "AWS::Serverless::LayerVersion":
+        properties["ContentUri"] = "s3://sam-artifacts/contract_layer.zip"
     if resource["Type"] == "AWS::Serverless::StateMachine":
         properties["DefinitionUri"] = {"Bucket": "sam-artifacts", "Key": "render.asl.json"}
 with open(sys.argv[2], "w") as out:
@@ -431,6 +433,15 @@ def test_frame_counter_function(template: dict[str, Any]) -> None:
     } <= set(properties["Environment"]["Variables"])
     requirements = (ROOT / "lambda" / "frame_counter" / "requirements.txt").read_text()
     assert "aws-lambda-powertools==" in requirements
+    # Built by makefiles (no python3.12 or Docker needed): the handler's folder, and the contract as a layer.
+    assert template["Resources"]["FrameCounterFunction"]["Metadata"]["BuildMethod"] == "makefile"
+    assert properties["Layers"] == [{"Ref": "ContractLayer"}]
+    layer = template["Resources"]["ContractLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion" and layer["Metadata"]["BuildMethod"] == "makefile"
+    assert layer["Properties"]["ContentUri"] == "contract/"
+    assert layer["Properties"]["CompatibleRuntimes"] == [template["Globals"]["Function"]["Runtime"]]
+    assert layer["Properties"]["CompatibleArchitectures"] == template["Globals"]["Function"]["Architectures"]
+    assert not (ROOT / "lambda" / "frame_counter" / "render_on_aws").exists(), "the add-on must not ship in it"
 
 
 def test_outputs_the_clients_need(template: dict[str, Any]) -> None:
