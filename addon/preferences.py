@@ -25,7 +25,7 @@ def _aws_profiles() -> list[str]:
         return []
 
 
-def _search_profiles(_self, _context, text: str) -> list[str]:
+def _search_profiles(_self: object, _context: bpy.types.Context, text: str) -> list[str]:
     return [name for name in _aws_profiles() if text.lower() in name.lower()]
 
 

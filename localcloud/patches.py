@@ -56,25 +56,27 @@ def install(executor: LocalBatchExecutor, invoke_lambda: LambdaInvoker) -> None:
     STATE.invoke_lambda = invoke_lambda
     # Job statuses change only when the executor says so (moto would otherwise advance them on every read).
     state_manager.set_transition(model_name="batch::job", transition={"progression": "manual", "times": 10**9})
-    StateTaskServiceBatch._normalise_parameters = _normalise_batch_parameters
-    StateTaskServiceBatch._normalise_response = _normalise_batch_response
-    StateTaskServiceBatch._eval_service_task = _eval_batch_task_remembering_jobs(
+    # Patching moto's methods in place is this module's purpose: mypy rejects assigning to a method (method-assign),
+    # and the Batch patches take the Batch subclass as self where moto's base method is typed for any service.
+    StateTaskServiceBatch._normalise_parameters = _normalise_batch_parameters  # type: ignore[method-assign,assignment]
+    StateTaskServiceBatch._normalise_response = _normalise_batch_response  # type: ignore[method-assign,assignment]
+    StateTaskServiceBatch._eval_service_task = _eval_batch_task_remembering_jobs(  # type: ignore[method-assign]
         StateTaskServiceBatch._eval_service_task
     )
-    BatchSimpleBackend.submit_job = _submit_job
-    BatchBackend.describe_jobs = _describe_jobs
-    BatchBackend.terminate_job = _terminate_job
-    BatchBackend.cancel_job = _terminate_job
+    BatchSimpleBackend.submit_job = _submit_job  # type: ignore[method-assign]
+    BatchBackend.describe_jobs = _describe_jobs  # type: ignore[method-assign]
+    BatchBackend.terminate_job = _terminate_job  # type: ignore[method-assign]
+    BatchBackend.cancel_job = _terminate_job  # type: ignore[method-assign]
     # moto's server lists its own package folder (listdir + isdir of every module) on every request; the
     # list never changes, and that CPU is taken from the renders running beside it.
     moto_backends.list_of_moto_modules = _moto_modules
-    StepFunctionsParserBackend.stop_execution = _stop_execution_terminating_jobs(
+    StepFunctionsParserBackend.stop_execution = _stop_execution_terminating_jobs(  # type: ignore[method-assign]
         StepFunctionsParserBackend.stop_execution
     )
-    StepFunctionsParserBackend.start_execution = _start_execution_checking_size(
+    StepFunctionsParserBackend.start_execution = _start_execution_checking_size(  # type: ignore[method-assign]
         StepFunctionsParserBackend.start_execution
     )
-    LambdaSimpleBackend.invoke = _invoke_real_handler
+    LambdaSimpleBackend.invoke = _invoke_real_handler  # type: ignore[method-assign]
 
 
 @functools.cache

@@ -12,11 +12,11 @@ from functools import cache
 from typing import Any
 
 import botocore.session
-from botocore.model import ListShape, MapShape, Shape, StructureShape
+from botocore.model import ListShape, MapShape, ServiceModel, Shape, StructureShape
 
 
 @cache
-def _service_model(service: str):
+def _service_model(service: str) -> ServiceModel:
     return botocore.session.get_session().get_service_model(service)
 
 
