@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1su
 LINT_VENV := $(VENV)/lint
 LINT_STAMP := $(LINT_VENV)/.installed-$(shell sha1sum requirements-lint.txt | cut -c1-12)
 
-.PHONY: setup demo test lint lint-iac format bench addon sam-build worker-image clean
+.PHONY: setup demo test lint typecheck lint-iac format bench addon sam-build worker-image clean
 
 setup: $(STAMP) $(LINT_STAMP)
 
@@ -29,11 +29,16 @@ demo: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# mypy over the shipped packages, as configured in pyproject.toml ([tool.mypy]).
+typecheck: setup
+	$(PY) -m mypy
 
 lint-iac: setup
 	$(LINT_VENV)/bin/cfn-lint template.yaml

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
 from . import preferences, runtime
-from .core.jobs import SubmitRequest
+from .core.preparing import SubmitRequest
+
+if TYPE_CHECKING:
+    from .properties import RenderOnAwsJob
 
 
-def selected_job(context: bpy.types.Context, key: str = ""):
+def selected_job(context: bpy.types.Context, key: str = "") -> RenderOnAwsJob | None:
     """The job an operator acts on: the one named by ``key``, else the one selected in the panel's list."""
     props = context.scene.render_on_aws
     if key:

@@ -5,16 +5,22 @@ Drawing reads only memory (the snapshots :mod:`runtime` keeps, the scene's job l
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import bpy
+from render_contract.phases import FINISHED_PHASES, Phase
 
 from . import runtime
-from .core.tasks import FINISHED_PHASES, JobView
+from .core.tasks import JobView
+
+if TYPE_CHECKING:
+    from .properties import RenderOnAwsJob
 
 PHASE_ICONS = {
-    "done": "CHECKMARK",
-    "failed": "ERROR",
-    "cancelled": "CANCEL",
-    "stopped": "CANCEL",
+    Phase.DONE: "CHECKMARK",
+    Phase.FAILED: "ERROR",
+    Phase.CANCELLED: "CANCEL",
+    Phase.STOPPED: "CANCEL",
     "missing files": "ERROR",
 }
 
@@ -22,7 +28,17 @@ PHASE_ICONS = {
 class RENDER_UL_aws_jobs(bpy.types.UIList):
     """This file's jobs: name, state, submission time."""
 
-    def draw_item(self, _context, layout, _data, item, _icon, _active_data, _active_propname, _index=0) -> None:
+    def draw_item(
+        self,
+        _context: bpy.types.Context,
+        layout: bpy.types.UILayout,
+        _data: object,
+        item: RenderOnAwsJob,
+        _icon: int,
+        _active_data: object,
+        _active_propname: str,
+        _index: int = 0,
+    ) -> None:
         row = layout.row(align=True)
         row.label(text=item.job_name or item.job_id or "job", icon=PHASE_ICONS.get(item.state, "RENDER_ANIMATION"))
         row.label(text=item.state)
@@ -74,7 +90,7 @@ class RENDER_PT_aws(bpy.types.Panel):
         row.operator("render.aws_remove_job", text="", icon="X")
 
 
-def draw_job(layout: bpy.types.UILayout, item, view: JobView | None) -> None:
+def draw_job(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobView | None) -> None:
     """One job: live progress while it runs, results or the failure after."""
     phase = view.phase if view is not None else item.state
     running = runtime.active(item.key)
@@ -114,13 +130,13 @@ def draw_job(layout: bpy.types.UILayout, item, view: JobView | None) -> None:
         op = layout.operator("render.aws_cancel", icon="CANCEL")
         op.key = item.key
 
-    if phase == "done":
+    if phase == Phase.DONE:
         row = layout.row(align=True)
         row.operator("render.aws_open_video", icon="SEQUENCE").key = item.key
         row.operator("render.aws_open_folder", icon="FILE_FOLDER").key = item.key
-    if phase == "failed" or item.error:
+    if phase == Phase.FAILED or item.error:
         col = layout.column(align=True)
-        col.alert = phase == "failed"
+        col.alert = phase == Phase.FAILED
         if item.error:
             col.label(text=f"{item.error}: {item.cause}"[:200], icon="ERROR")
         if item.log_uri:

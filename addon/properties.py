@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bpy
 from bpy.props import BoolProperty, CollectionProperty, IntProperty, PointerProperty, StringProperty
+from render_contract.phases import Phase
 
 
 class RenderOnAwsJob(bpy.types.PropertyGroup):
@@ -16,7 +17,7 @@ class RenderOnAwsJob(bpy.types.PropertyGroup):
     job_id: StringProperty(name="Job ID")
     execution_arn: StringProperty(name="Execution ARN")
     job_name: StringProperty(name="Name")
-    state: StringProperty(name="State", default="preparing")
+    state: StringProperty(name="State", default=Phase.PREPARING.value)
     submitted: StringProperty(name="Submitted", description="Local time of the submission")
     connection: StringProperty(name="Connection", description="Where it runs: AWS region and stack, or local")
     output_dir: StringProperty(name="Output folder", subtype="DIR_PATH")

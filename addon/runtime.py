@@ -14,19 +14,26 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bpy
+from render_contract.phases import FINISHED_PHASES, Phase
 
 from .core import tasks
 from .core.connection import ConnectionSettings
-from .core.jobs import SubmitRequest
+from .core.connection import test_connection as test_connection_settings
+from .core.mainthread import MainThreadQueue
+from .core.preparing import SubmitRequest
+
+if TYPE_CHECKING:
+    from .properties import RenderOnAwsJob
 
 TICK_ACTIVE = 0.1
 TICK_IDLE = 0.5
 PREVIEW_IMAGE = "Render on AWS preview"
 PREVIEW_DIR = Path(tempfile.gettempdir()) / "render_on_aws_previews"
 
-MAIN = tasks.MainThreadQueue()
+MAIN = MainThreadQueue()
 TASKS: dict[str, tasks.JobTask] = {}
 """Running (and recently ended) jobs of this Blender session, by key. Memory only."""
 VIEWS: dict[str, tasks.JobView] = {}
@@ -62,7 +69,7 @@ def start_submit(
     item = props.jobs.add()
     item.key = key
     item.job_name = request.job_name or request.blend.stem
-    item.state = "preparing"
+    item.state = Phase.PREPARING
     item.submitted = datetime.now().strftime("%Y-%m-%d %H:%M")
     item.connection = connection_label(settings)
     item.output_dir = str(output_dir)
@@ -72,7 +79,7 @@ def start_submit(
     return key
 
 
-def attach(scene: bpy.types.Scene, item, settings: ConnectionSettings) -> str | None:
+def attach(scene: bpy.types.Scene, item: RenderOnAwsJob, settings: ConnectionSettings) -> str | None:
     """Follows an unfinished job of the scene again (after reopening its file)."""
     if not item.execution_arn or active(item.key):
         return None
@@ -139,7 +146,7 @@ def _apply(view: tasks.JobView) -> None:
         load_preview(view.preview_path)
 
 
-def _store(item, view: tasks.JobView) -> None:
+def _store(item: RenderOnAwsJob, view: tasks.JobView) -> None:
     """Copies only changed values: every RNA write is cheap, but there can be many snapshots a second."""
     values = {
         "job_id": view.job_id,
@@ -195,7 +202,7 @@ def ensure_timer() -> None:
 # ---- Test connection -------------------------------------------------------------------------------------
 def test_connection(settings: ConnectionSettings) -> threading.Thread:
     """Starts the test in a thread; the preferences show :data:`CONNECTION_MESSAGE` when it is back."""
-    from .core.errors import RenderOnAwsError
+    from render_contract.errors import RenderOnAwsError
 
     CONNECTION_MESSAGE.text, CONNECTION_MESSAGE.ok = "Testing the connection...", None
 
@@ -204,7 +211,7 @@ def test_connection(settings: ConnectionSettings) -> threading.Thread:
 
     def work() -> None:
         try:
-            MAIN.call(show, tasks.test_connection(settings), True)
+            MAIN.call(show, test_connection_settings(settings), True)
         except RenderOnAwsError as error:
             MAIN.call(show, f"{error.name}: {error.message}", False)
         except Exception as error:  # plain words for anything botocore raises that the core did not name
@@ -218,12 +225,10 @@ def test_connection(settings: ConnectionSettings) -> threading.Thread:
 
 # ---- reopening a file ------------------------------------------------------------------------------------
 @bpy.app.handlers.persistent
-def on_load_post(*_args) -> None:
+def on_load_post(*_args: object) -> None:
     """Reattaches to this file's unfinished jobs: their progress resumes where the panel left it."""
-    from . import preferences
-
-    try:
-        settings = preferences.get().connection_settings()
+    try:  # the add-on's preferences (preferences.py reads this module, so this one does not import it)
+        settings = bpy.context.preferences.addons[__package__].preferences.connection_settings()
     except KeyError:
         return
     for scene in bpy.data.scenes:
@@ -231,7 +236,7 @@ def on_load_post(*_args) -> None:
         if props is None:
             continue
         for item in props.jobs:
-            if item.execution_arn and item.state not in tasks.FINISHED_PHASES:
+            if item.execution_arn and item.state not in FINISHED_PHASES:
                 attach(scene, item, settings)
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import boto3
 from common import ROOT, make_demo_scene, moto_s3
-from render_on_aws.core import layout
-from render_on_aws.core.plan import Plan, chunk, frame_numbers
+from render_contract import layout
+from render_contract.plan import Plan, chunk, frame_numbers
 
 PURE = """
 import sys, time, bpy

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from common import make_demo_scene
+from render_contract import ids
 
 from localcloud import process as localcloud
 
@@ -40,7 +41,7 @@ def main() -> None:
             )
             job_id = submitted.stdout.split()[-1]
             sfn = cloud.client("stepfunctions")
-            arn = cloud.outputs["StateMachineArn"].replace(":stateMachine:", ":execution:") + f":{job_id}"
+            arn = ids.execution_arn(cloud.outputs["StateMachineArn"], job_id)
             events: list[dict] = []
             for _ in range(600):
                 events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]

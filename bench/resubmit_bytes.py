@@ -2,7 +2,7 @@
 
 A project of >= 200 MB is made: a .blend (made with bpy) whose materials use incompressible textures (PNG files of
 random pixels, stored uncompressed, written directly: 16 of 8 MiB and one 80 MiB plate, which goes up in multipart).
-It is submitted with the real client code (``jobs.prepare`` + ``jobs.submit_prepared``: BAT packing, hash cache,
+It is submitted with the real client code (``prepare`` + ``submit_prepared``: BAT packing, hash cache,
 HEADs, transfer-manager uploads, manifest) to the embedded local cloud, three times: cold, unchanged, one texture
 changed. Each execution is stopped right after it starts: only the upload is measured, and rendering 200 MB of
 textures would only slow the bench down (the cloud is real so the stack discovery, the bucket and StartExecution are
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from render_on_aws.core import hashcache, jobs  # noqa: E402
+from render_on_aws.core import hashcache, preparing, starting  # noqa: E402
 from render_on_aws.core.connection import Connection, ConnectionSettings  # noqa: E402
 
 from localcloud import process as localcloud  # noqa: E402
@@ -92,10 +92,10 @@ def project_bytes(project: Path) -> int:
     return sum(path.stat().st_size for path in project.rglob("*") if path.is_file())
 
 
-def submit(connection: Connection, blend: Path) -> tuple[int, float, jobs.PreparedJob]:
+def submit(connection: Connection, blend: Path) -> tuple[int, float, preparing.PreparedJob]:
     """(bytes uploaded, prepare() seconds, the prepared job); the execution is stopped at once."""
     started = time.perf_counter()
-    prepared = jobs.prepare(jobs.SubmitRequest(blend))
+    prepared = preparing.prepare(preparing.SubmitRequest(blend))
     prepare_seconds = time.perf_counter() - started
     if prepared.missing:
         raise RuntimeError(f"the bench project lacks files: {prepared.missing}")
@@ -105,10 +105,10 @@ def submit(connection: Connection, blend: Path) -> tuple[int, float, jobs.Prepar
         uploaded[0] = max(uploaded[0], done)
 
     try:
-        job = jobs.submit_prepared(connection, prepared, progress=progress)
+        job = starting.submit_prepared(connection, prepared, progress=progress)
     finally:
         prepared.cleanup()
-    jobs.stop(connection, job, "bench: only the upload is measured")
+    starting.stop(connection, job, "bench: only the upload is measured")
     return uploaded[0] + len(json.dumps(prepared.manifest()).encode()), prepare_seconds, prepared
 
 

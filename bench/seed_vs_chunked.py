@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 from common import make_demo_scene, moto_s3
 from frame_overhead import plan_for, run_worker
-from render_on_aws.core import layout
+from render_contract import layout
 
 
 def main() -> None:

@@ -31,13 +31,13 @@ import bpy, addon_utils
 
 addon_utils.enable("render_on_aws", default_set=True, handle_error=None)
 from render_on_aws import runtime
-from render_on_aws.core import tasks
+from render_on_aws.core import budget, following, tasks
 
 aws_like = tasks.default_options
 def aws_interval_options(settings, output_dir, preview_dir, work_dir=None):
     # The AWS polling policy (10 s, 12 calls a minute, a preview every 30 s) against the local endpoint.
     options = aws_like(settings, output_dir, preview_dir, work_dir)
-    options.interval, options.budget = tasks.AWS_POLL_SECONDS, tasks.CallBudget()
+    options.interval, options.budget = following.AWS_POLL_SECONDS, budget.CallBudget()
     options.preview_every = tasks.AWS_PREVIEW_SECONDS
     return options
 tasks.default_options = aws_interval_options
@@ -106,7 +106,7 @@ print("CHILD " + json.dumps({
     "stall_ms_by_phase": {k: round(max(0.0, v - PERIOD) * 1000, 1) for k, v in gaps.items()},
     "rendering_s": (render_to - render_from) if render_from else 0.0,
     "rendering_calls": len(rendering),
-    "calls_per_min": tasks.max_calls_per_window(rendering),
+    "calls_per_min": budget.max_calls_per_window(rendering),
     "watcher_calls": task.watcher.calls if task.watcher else 0,
     "preview_calls": task.preview_calls,
 }), flush=True)

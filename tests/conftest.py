@@ -16,7 +16,8 @@ from localcloud.process import start as start_local_cloud
 from scripts import demo_scene
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_BLENDFILES = ROOT.parent / "shared" / "blendfiles"
+BLENDFILES = ROOT / "tests" / "data" / "blendfiles"
+"""Real .blend files written by Blender 2.79 to 3.x (see its README.md): the repository holds all its tests need."""
 REGION = "us-east-1"
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from render_contract import ids as contract_ids
+from render_on_aws.core import history, jobref
+from render_on_aws.core.budget import CallBudget, max_calls_per_window
+from render_on_aws.core.connection import Connection, ConnectionSettings
 
-from addon.core import history, jobs
-from addon.core.connection import Connection, ConnectionSettings
-from addon.core.tasks import CallBudget, max_calls_per_window
 from localcloud.process import LocalCloudProcess
 from tests.conftest import ROOT, make_scene, run_cli
 
@@ -40,7 +41,7 @@ def install():
 
 PKG = install()
 runtime = sys.modules[PKG + ".runtime"]
-tasks = sys.modules[PKG + ".core.tasks"]
+from render_contract.phases import FINISHED_PHASES, Phase
 prefs = bpy.context.preferences.addons[PKG].preferences
 
 def use_local(stack=None):
@@ -69,7 +70,7 @@ def drive(until, timeout=300):
     raise TimeoutError(f"still {view()}")
 
 def finished():
-    return not runtime.active(job().key) and job().state in tasks.FINISHED_PHASES
+    return not runtime.active(job().key) and job().state in FINISHED_PHASES
 
 def result(**values):
     print("RESULT " + json.dumps(values), flush=True)
@@ -138,7 +139,7 @@ def test_usage_counts_every_batch_attempt(local_cloud: LocalCloudProcess, tiny_s
     done = run_cli(local_cloud, "submit", str(tiny_scene), "--wait")
     assert done.returncode == 0, done.stderr
     connection = Connection(ConnectionSettings(stack=local_cloud.stack, endpoint=local_cloud.endpoint))
-    job = jobs.JobRef.from_id(connection, done.stdout.split()[0])
+    job = jobref.JobRef.from_id(connection, done.stdout.split()[0])
     ids = history.batch_job_ids(connection, job)
     assert len(ids) == 2  # the render (array or single) job and the stitch job
     used = history.usage(connection, job)
@@ -241,7 +242,7 @@ def test_cancel_while_rendering_stops_the_batch_jobs(local_cloud: LocalCloudProc
     sfn, batch = local_cloud.client("stepfunctions"), local_cloud.client("batch")
     assert sfn.describe_execution(executionArn=got["arn"])["status"] == "ABORTED"
     connection = Connection(ConnectionSettings(stack=local_cloud.stack, endpoint=local_cloud.endpoint))
-    job = jobs.JobRef(jobs.job_id_of(got["arn"]), got["arn"], local_cloud.bucket)
+    job = jobref.JobRef(contract_ids.job_id_of(got["arn"]), got["arn"], local_cloud.bucket)
     ids = history.batch_job_ids(connection, job)
     assert ids
     deadline = time.monotonic() + 60  # termination is SIGTERM, then SIGKILL after a grace period
@@ -347,7 +348,7 @@ node = material.node_tree.nodes.new("ShaderNodeTexImage")
 node.image = image
 bpy.ops.wm.save_mainfile()
 bpy.ops.render.aws_submit()
-drive(lambda: view() is not None and view().phase in ("missing files",) + tasks.FINISHED_PHASES)
+drive(lambda: view() is not None and view().phase in {Phase.MISSING_FILES, *FINISHED_PHASES})
 missing = list(view().missing)
 bpy.ops.render.aws_missing_decision(submit_anyway=False)
 drive(finished)

@@ -34,7 +34,7 @@ def test_zip_holds_the_addon_and_exactly_the_manifest_wheels(built_zip: Path) ->
     with zipfile.ZipFile(built_zip) as archive:
         names = archive.namelist()
         manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
-    assert "__init__.py" in names and "core/jobs.py" in names and "panels.py" in names
+    assert "__init__.py" in names and "core/starting.py" in names and "panels.py" in names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc") or "tests/" in name]
     wheels = sorted(name for name in names if name.startswith("wheels/"))
     assert sorted(path.removeprefix("./") for path in manifest["wheels"]) == wheels

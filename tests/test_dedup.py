@@ -10,8 +10,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+from render_contract.errors import JobCancelled, UploadFailed
 from render_on_aws.core import cas, hashcache
-from render_on_aws.core.errors import JobCancelled, UploadFailed
 
 OLD = time.time() - 3600
 

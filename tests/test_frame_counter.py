@@ -22,10 +22,10 @@ from typing import Any
 
 import boto3
 import pytest
-from render_on_aws.core import errors, layout
-from render_on_aws.core.plan import Plan
+from render_contract import errors, layout
+from render_contract.plan import Plan
 
-from tests.conftest import ROOT, SHARED_BLENDFILES, make_scene
+from tests.conftest import BLENDFILES, ROOT, make_scene
 
 FRAME_COUNTER = ROOT / "lambda" / "frame_counter"
 QUEUE_ARN = "arn:aws:batch:us-east-1:123456789012:job-queue/render"
@@ -128,7 +128,7 @@ def test_shared_files_facts(app: ModuleType, name: str) -> None:
     import blend_facts
 
     version, width, height, percentage, camera = SHARED_FACTS[name]
-    facts = blend_facts.read_facts(SHARED_BLENDFILES / name)
+    facts = blend_facts.read_facts(BLENDFILES / name)
     scene = facts.scene
     assert (facts.blender_version, facts.scenes, facts.active_scene, scene.name) == (
         version,
@@ -146,11 +146,11 @@ def test_shared_files_facts(app: ModuleType, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["v279_raw.blend", "v279_gzip.blend", "v301_zstd.blend"])
 def test_shared_files_without_camera_are_refused(run: Run, name: str) -> None:
-    assert "no camera" in refused(errors.NoCamera, run, SHARED_BLENDFILES / name)
+    assert "no camera" in refused(errors.NoCamera, run, BLENDFILES / name)
 
 
 def test_shared_file_with_camera_plans_250_frames(run: Run) -> None:
-    summary = run(SHARED_BLENDFILES / "v293_raw_geometry_nodes.blend", jobName="geometry nodes")
+    summary = run(BLENDFILES / "v293_raw_geometry_nodes.blend", jobName="geometry nodes")
     assert summary["frames"] == {"start": 1, "end": 250, "step": 1, "count": 250}
     assert summary["fpsExact"] == "24/1"
     plan = read_plan(summary)
@@ -161,7 +161,7 @@ def test_shared_file_with_camera_plans_250_frames(run: Run) -> None:
 
 
 def test_corrupt_only_magic_is_unreadable(run: Run) -> None:
-    refused(errors.BlendFileUnreadable, run, SHARED_BLENDFILES / "corrupt_only_magic.blend")
+    refused(errors.BlendFileUnreadable, run, BLENDFILES / "corrupt_only_magic.blend")
 
 
 @pytest.mark.parametrize("kind", ["basic", "zstd", "gzip"])
@@ -506,3 +506,29 @@ def test_named_errors_end_the_execution(local_cloud: Any, scenes: dict[str, Path
         described = _execute(local_cloud, execution_input)
         assert (described["status"], described.get("error")) == ("FAILED", error), execution_input
         assert described.get("cause"), execution_input
+
+
+def test_explain_failure_reraises_the_workers_own_error(app: ModuleType, env: str) -> None:
+    """After a failed Batch step the execution's error is the worker's name, with its message and frame."""
+    job_id = f"job-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3")
+    record = {"error": "MissingFrames", "message": "frames 4, 5 were never rendered", "frame": None, "attempt": 1}
+    s3.put_object(Bucket=env, Key=layout.error_key(job_id, "stitch", 0, 1), Body=json.dumps(record).encode())
+    event = {"action": "explainFailure", "stage": "stitch", "jobId": job_id, "failure": {"Cause": "{}"}}
+    assert "frames 4, 5" in refused(errors.MissingFrames, app.handler, event)
+
+    record = {"error": "RenderFailed", "message": "frame 3: Error: Image too small", "frame": 3, "attempt": 2}
+    s3.put_object(Bucket=env, Key=layout.error_key(job_id, "render", 1, 2), Body=json.dumps(record).encode())
+    with pytest.raises(errors.RenderFailed) as caught:
+        app.handler({**event, "stage": "render"})
+    assert caught.value.frame == 3 and "Image too small" in caught.value.message
+
+
+def test_explain_failure_without_a_record_keeps_batchs_reason(app: ModuleType, env: str) -> None:
+    cause = json.dumps({"StatusReason": "Host EC2 (instance i-0abc) terminated."})
+    event = {"action": "explainFailure", "stage": "render", "jobId": f"job-{uuid.uuid4().hex[:8]}"}
+    message = refused(
+        errors.RenderFailed, app.handler, {**event, "failure": {"Error": "States.TaskFailed", "Cause": cause}}
+    )
+    assert message == "Host EC2 (instance i-0abc) terminated."
+    refused(errors.InvalidInput, app.handler, {**event, "jobId": "../other"})

@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from render_contract import ids
 
 from localcloud.process import LocalCloudProcess
 from tests.conftest import make_scene, run_cli
@@ -31,7 +32,7 @@ def probe(video: Path) -> dict:
 
 def execution(cloud: LocalCloudProcess, job_id: str) -> dict:
     machine = cloud.outputs["StateMachineArn"]
-    arn = machine.replace(":stateMachine:", ":execution:") + f":{job_id}"
+    arn = ids.execution_arn(machine, job_id)
     return cloud.client("stepfunctions").describe_execution(executionArn=arn)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from cfnlint.decode import cfn_yaml
-from render_worker import exitcodes
+from render_contract import exitcodes
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"

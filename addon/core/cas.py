@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
-
-from .errors import JobCancelled, UploadFailed
-from .layout import cas_key
+from render_contract.errors import JobCancelled, UploadFailed
+from render_contract.layout import cas_key
 
 if TYPE_CHECKING:
     from .hashcache import HashCache

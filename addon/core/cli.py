@@ -9,18 +9,21 @@ import argparse
 import sys
 import threading
 from pathlib import Path
+from typing import TextIO
 
-from . import jobs
+from render_contract.errors import InvalidInput, MissingDependencies, RenderOnAwsError
+
 from .connection import DEFAULT_STACK, Connection, ConnectionSettings
-from .errors import InvalidInput, MissingDependencies, RenderOnAwsError
+from .downloading import download
+from .following import JobStatus, JobWatcher, poll_interval, wait
+from .jobref import JobRef
+from .preparing import SubmitRequest, prepare
 from .progress import EtaEstimator, bar, describe
+from .starting import stop, submit_prepared
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-LOCAL_POLL_SECONDS = 0.5
-"""On the local cloud polls cost this machine's CPU, which the renders need: poll often only near the end."""
-LOCAL_POLL_MAX_SECONDS = 5.0
 
 
 def _frames(text: str) -> tuple[int, int]:
@@ -78,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
 class ProgressPrinter:
     """A progress bar on a terminal; one line per change otherwise (logs, CI)."""
 
-    def __init__(self, stream=sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.tty = stream.isatty()
         self.eta = EtaEstimator()
@@ -88,7 +91,7 @@ class ProgressPrinter:
     def upload(self, done: int, total: int) -> None:
         self._show(f"{bar(done, total)} uploading {done / 1e6:.1f}/{total / 1e6:.1f} MB")
 
-    def job(self, status: jobs.JobStatus) -> None:
+    def job(self, status: JobStatus) -> None:
         eta = self.last_eta = self.eta.update(status.frames_done, status.frames_total)
         self._show(f"{bar(status.frames_done, status.frames_total)} {describe(status, eta)}")
 
@@ -113,20 +116,14 @@ def run(args: argparse.Namespace) -> int:
     connection = Connection(settings)
     printer = ProgressPrinter()
 
-    def interval(status: jobs.JobStatus) -> float:
-        if args.poll_interval:
-            return args.poll_interval
-        if not settings.is_local:
-            return jobs.AWS_POLL_SECONDS
-        if status.phase == "rendering" and printer.last_eta:
-            return min(LOCAL_POLL_MAX_SECONDS, max(LOCAL_POLL_SECONDS, printer.last_eta / 4))
-        return LOCAL_POLL_SECONDS
+    def interval(status: JobStatus) -> float:
+        return args.poll_interval or poll_interval(settings.is_local, status.phase, printer.last_eta)
 
     if args.command == "submit":
         if args.download and not args.wait:
             raise InvalidInput("--download needs --wait")
         start, end = args.frames or (None, None)
-        request = jobs.SubmitRequest(
+        request = SubmitRequest(
             blend=args.blend,
             job_name=args.job_name,
             frames_per_job=args.frames_per_job,
@@ -134,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             frame_end=end,
             scene=args.scene,
         )
-        prepared = jobs.prepare(request)
+        prepared = prepare(request)
         try:
             if prepared.missing:
                 for item in prepared.missing:
@@ -144,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                         f"{len(prepared.missing)} file(s) the scene uses are missing; "
                         "fix the paths or pass --allow-missing"
                     )
-            job = jobs.submit_prepared(connection, prepared, progress=printer.upload)
+            job = submit_prepared(connection, prepared, progress=printer.upload)
         finally:
             prepared.cleanup()
         printer.done()
@@ -152,25 +149,25 @@ def run(args: argparse.Namespace) -> int:
         print(job.job_id)
         if not args.wait:
             return 0
-        status = jobs.wait(connection, job, printer.job, interval)
+        status = wait(connection, job, printer.job, interval)
         printer.done()
         status.raise_for_failure()
         if args.download:
-            video = jobs.download(connection, job, args.download)[0]
+            video = download(connection, job, args.download)[0]
             print(f"video: {video}", file=sys.stderr)
             print(video)
         return 0
-    job = jobs.JobRef.from_id(connection, args.job_id)
+    job = JobRef.from_id(connection, args.job_id)
     if args.command == "status":
-        status = jobs.JobWatcher(connection, job).poll()
+        status = JobWatcher(connection, job).poll()
         print(f"{job.job_id}: {describe(status)}")
         status.raise_for_failure()
         return 0
     if args.command == "cancel":
-        jobs.stop(connection, job)
+        stop(connection, job)
         print(f"cancelled {job.job_id}", file=sys.stderr)
         return 0
-    for path in jobs.download(connection, job, args.directory, frames=args.with_frames):
+    for path in download(connection, job, args.directory, frames=args.with_frames):
         print(path)
     return 0
 

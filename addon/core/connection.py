@@ -14,8 +14,7 @@ from urllib.parse import urlparse
 import boto3
 import botocore.exceptions
 from botocore.config import Config
-
-from .errors import ConnectionFailed, StackNotFound
+from render_contract.errors import ConnectionFailed, StackNotFound
 
 DEFAULT_STACK = "render-on-aws"
 REQUIRED_OUTPUTS = ("BucketName", "StateMachineArn")
@@ -118,3 +117,35 @@ class Connection:
             raise ConnectionFailed(f"cannot reach AWS: {error}") from error
         outputs = response["Stacks"][0].get("Outputs", [])
         return StackOutputs.from_outputs(stack, {item["OutputKey"]: item["OutputValue"] for item in outputs})
+
+
+_CONNECTIONS: dict[ConnectionSettings, Connection] = {}
+_CONNECTIONS_LOCK = threading.Lock()
+
+
+def connect(settings: ConnectionSettings, refresh: bool = False) -> Connection:
+    """The Connection for these settings, shared by every thread, with the stack's outputs read.
+
+    One per settings: its clients are made once (botocore's model parsing holds the GIL) and are thread-safe.
+    The outputs (DescribeStacks) are cached in memory only, never on disk; ``refresh`` reads them again.
+    """
+    with _CONNECTIONS_LOCK:
+        connection = None if refresh else _CONNECTIONS.get(settings)
+    if connection is None:
+        connection = Connection(settings)
+        connection.outputs  # noqa: B018 - read now, on this background thread, so failures surface here
+        with _CONNECTIONS_LOCK:
+            _CONNECTIONS[settings] = connection
+    return connection
+
+
+def forget_outputs() -> None:
+    with _CONNECTIONS_LOCK:
+        _CONNECTIONS.clear()
+
+
+def test_connection(settings: ConnectionSettings) -> str:
+    """Plain words on success; raises the core's named errors (StackNotFound, ConnectionFailed) otherwise."""
+    connection = connect(settings, refresh=True)
+    where = settings.endpoint or f"AWS {connection.session.region_name}"
+    return f"Connected: stack {settings.stack!r} on {where}, bucket {connection.outputs.bucket}"

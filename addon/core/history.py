@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import botocore.exceptions
+from render_contract.errors import ConnectionFailed
 
 from .connection import Connection
-from .errors import ConnectionFailed
-from .jobs import JobRef
+from .jobref import JobRef
 
 DESCRIBE_LIMIT = 100
 """batch:DescribeJobs takes at most 100 ids a call."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import unicodedata
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,9 +26,9 @@ from typing import Any
 from blender_asset_tracer import blendfile, bpathlib, pack
 from blender_asset_tracer.pack import transfer
 from blender_asset_tracer.trace import expanders, result
-
-from .errors import BlendFileUnreadable, InvalidInput
-from .layout import safe_name
+from render_contract.errors import BlendFileUnreadable
+from render_contract.names import safe_name
+from render_contract.paths import check_tree_path
 
 OUTSIDE_PROJECT = "_outside_project"
 """BAT's folder for files that are not under the main file's folder (kept so a BAT pack and a job tree agree)."""
@@ -105,23 +104,6 @@ def _tree(packer: _RecordingPacker, blend: Path, work_dir: Path) -> PackedTree:
         (MissingAsset(str(path), packer.used_by(path)) for path in packer.missing_files), key=lambda m: m.path
     )
     return PackedTree(main, dict(sorted(files.items())), missing, sorted(rewritten))
-
-
-def check_tree_path(rel: str) -> str:
-    """A job-tree path the Lambda and the worker accept: relative POSIX, no '..'/'.'/empty parts, no drive, no
-    backslash, no control characters. Anything else would be refused on the farm, so it is refused here."""
-    parts = rel.split("/")
-    if (
-        not rel
-        or len(rel) > 1024
-        or rel.startswith("/")
-        or "\\" in rel
-        or any(part in ("", ".", "..") for part in parts)
-        or (len(parts[0]) >= 2 and parts[0][1] == ":")
-        or any(unicodedata.category(char).startswith("C") for char in rel)
-    ):
-        raise InvalidInput(f"cannot place {rel!r} safely in the job's folder; rename the file")
-    return rel
 
 
 class _Recorder(transfer.FileTransferer):

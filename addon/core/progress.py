@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .jobs import JobStatus
+from render_contract.phases import Phase
+
+from .following import JobStatus
 
 
 @dataclass
@@ -39,9 +41,9 @@ def format_duration(seconds: float | None) -> str:
 
 def describe(status: JobStatus, eta: float | None = None) -> str:
     """One line: ``rendering 12/48 frames, ETA 0:31``."""
-    if status.phase == "rendering" and status.frames_total:
+    if status.phase == Phase.RENDERING and status.frames_total:
         return f"rendering {status.frames_done}/{status.frames_total} frames, ETA {format_duration(eta)}"
-    if status.phase == "failed":
+    if status.phase == Phase.FAILED:
         return f"failed: {status.error}: {status.cause}"
     return status.phase
 

@@ -20,11 +20,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from render_on_aws.core import layout
-from render_on_aws.core.errors import InvalidInput, RenderFailed, RenderOnAwsError, StitchFailed
-from render_on_aws.core.plan import Plan
+from render_contract import exitcodes, layout
+from render_contract.errors import InvalidInput, RenderFailed, RenderOnAwsError, StitchFailed
+from render_contract.plan import Plan
 
-from . import exitcodes, s3io, signals
+from . import s3io, signals
 
 log = logging.getLogger("render_worker")
 ACTIONS = ("render", "stitch")
@@ -75,12 +75,6 @@ def cross_check(plan: Plan, args: argparse.Namespace, job_id: str) -> None:
         )
 
 
-def error_key(job_id: str, action: str, chunk: int, attempt: int) -> str:
-    """``jobs/<id>/errors/render-chunk-<I>-attempt-<N>.json`` or ``.../stitch-attempt-<N>.json``."""
-    what = f"render-chunk-{chunk}" if action == "render" else "stitch"
-    return f"{layout.errors_prefix(job_id)}{what}-attempt-{attempt}.json"
-
-
 def report_error(
     s3: Any, bucket: str, job_id: str, action: str, chunk: int, attempt: int, exc: RenderOnAwsError
 ) -> None:
@@ -88,11 +82,11 @@ def report_error(
     record = {
         "error": exc.name,
         "message": exc.message,
-        "frame": getattr(exc, "frame", None),
+        "frame": exc.frame,
         "chunk": chunk if action == "render" else None,
         "attempt": attempt,
     }
-    key = error_key(job_id, action, chunk, attempt)
+    key = layout.error_key(job_id, action, chunk, attempt)
     try:
         s3io.put_json(s3, bucket, key, record)
         log.info("error recorded at s3://%s/%s", bucket, key)
@@ -144,15 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RenderOnAwsError as exc:
         log.error("%s: %s", exc.name, exc.message)
         report_error(s3, output.bucket, job_id, args.action, chunk, attempt, exc)
-        return exitcodes.EXIT_FAILED
+        return exc.exit_code
     except Exception as exc:
         if s3io.is_transient(exc):
             log.error("transient AWS error, exiting %d so Batch retries: %r", exitcodes.EXIT_INTERRUPTED, exc)
             return exitcodes.EXIT_INTERRUPTED
         log.exception("unexpected failure")
         failure = RenderFailed if args.action == "render" else StitchFailed
-        named = failure(f"{type(exc).__name__}: {exc}")
-        named.frame = getattr(exc, "frame", None)  # type: ignore[attr-defined]
+        named = failure(f"{type(exc).__name__}: {exc}", frame=getattr(exc, "frame", None))
         report_error(s3, output.bucket, job_id, args.action, chunk, attempt, named)
         return exitcodes.EXIT_FAILED
     log.info("%s done", args.action)

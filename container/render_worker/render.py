@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from render_on_aws.core import layout
-from render_on_aws.core.errors import (
+from render_contract import layout
+from render_contract.errors import (
     BlendFileUnreadable,
     InvalidInput,
     MissingFrames,
@@ -33,7 +33,7 @@ from render_on_aws.core.errors import (
     RenderFailed,
     SceneNotFound,
 )
-from render_on_aws.core.plan import STILL_FORMATS, Plan
+from render_contract.plan import STILL_FORMATS, Plan
 
 from . import fetch, s3io, signals
 

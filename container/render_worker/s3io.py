@@ -22,8 +22,8 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from render_on_aws.core import layout
-from render_on_aws.core.errors import InputNotFound
+from render_contract import layout
+from render_contract.errors import InputNotFound
 
 TRANSIENT_CODES = frozenset(
     {

@@ -13,12 +13,11 @@ import signal
 import threading
 from types import FrameType
 
+from render_contract.errors import Interrupted
+
 log = logging.getLogger("render_worker")
 STOP = threading.Event()
-
-
-class Interrupted(Exception):
-    """The attempt stopped early on request; everything finished so far is in S3 (exit 75, retried)."""
+__all__ = ["STOP", "Interrupted", "check", "install"]
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from render_on_aws.core import layout
-from render_on_aws.core.errors import MissingFrames, StitchFailed
-from render_on_aws.core.plan import Plan
+from render_contract import layout
+from render_contract.errors import MissingFrames, StitchFailed
+from render_contract.plan import Plan
 
 from . import s3io, signals
 from .render import attach_frame

@@ -36,8 +36,8 @@ import zstandard
 from blender_asset_tracer import blendfile
 from blender_asset_tracer.blendfile import exceptions as bat_exceptions
 from blender_asset_tracer.blendfile import magic_compression
-from render_on_aws.core.errors import BlendFileUnreadable, InvalidInput, SceneNotFound
-from render_on_aws.core.plan import exact_fps
+from render_contract.errors import BlendFileUnreadable, InvalidInput, SceneNotFound
+from render_contract.plan import exact_fps
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def _iter_list(block: blendfile.BlendFileBlock, field: bytes) -> Iterator[blendf
 
 
 def _scene_facts(bfile: blendfile.BlendFile, scene: blendfile.BlendFileBlock) -> SceneFacts:
-    def render(field: bytes, *more: bytes):
+    def render(field: bytes, *more: bytes) -> Any:
         return scene.get((b"r", field, *more))
 
     frs_sec, frs_sec_base = int(render(b"frs_sec")), float(render(b"frs_sec_base"))

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from render_contract import ids
 
 from localcloud.process import LocalCloudProcess
 
@@ -43,7 +44,7 @@ def new_job_id(tag: str) -> str:
 
 
 def execution_arn(cloud: LocalCloudProcess, job_id: str) -> str:
-    return cloud.outputs["StateMachineArn"].replace(":stateMachine:", ":execution:", 1) + f":{job_id}"
+    return ids.execution_arn(cloud.outputs["StateMachineArn"], job_id)
 
 
 def start_execution(cloud: LocalCloudProcess, job_id: str, execution_input: dict[str, Any] | str) -> str:

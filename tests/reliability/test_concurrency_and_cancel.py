@@ -3,7 +3,7 @@
 Five submissions of the same scene under the same job name at once must stay apart: distinct job ids, prefixes,
 plans and videos (only the content-addressed upload is shared, by design). Cancelling must stop the execution,
 the array job, every child, and every worker process. The add-on's cancel button calls the same
-``jobs.stop`` (its test belongs to the add-on engineer).
+``starting.stop`` (its test belongs to the add-on engineer).
 """
 
 from __future__ import annotations

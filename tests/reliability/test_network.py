@@ -3,7 +3,7 @@
 No mocks: a real CLI process uploads over real HTTP. The "network" in the drop and throttle drills is a small
 HTTP proxy in the test, in front of the drill cloud's endpoint, that forwards every request unchanged except the
 ones the drill decides to hold, cut or answer with AWS's throttling errors. The add-on uses the same core
-(``jobs.submit_prepared``, ``cas.upload``), so it meets the same errors (its own tests belong to the add-on
+(``starting.submit_prepared``, ``cas.upload``), so it meets the same errors (its own tests belong to the add-on
 engineer).
 """
 
@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from render_contract import ids
 
 from localcloud.process import LocalCloudProcess
 from localcloud.process import start as start_local_cloud
@@ -243,7 +244,7 @@ def test_a_dropped_network_keeps_what_was_uploaded_and_resubmit_sends_only_the_r
     counting.drop()
     job_id = out.split()[0]
     drill_cloud.client("stepfunctions").stop_execution(
-        executionArn=drill_cloud.outputs["StateMachineArn"].replace(":stateMachine:", ":execution:") + f":{job_id}"
+        executionArn=ids.execution_arn(drill_cloud.outputs["StateMachineArn"], job_id)
     )
 
 

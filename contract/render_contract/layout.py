@@ -1,26 +1,27 @@
-"""Where things live in the stack's bucket: the S3 layout contract of ARCHITECTURE.md, written once.
+"""Where things live in the stack's bucket: the S3 layout, written once.
 
-``cas/sha256/<hex>``              immutable uploads, keyed by content
-``jobs/<jobId>/manifest.json``    relative path -> hash, and the main file
-``jobs/<jobId>/job.json``         the plan
-``jobs/<jobId>/frames/<frame>.<ext>``
-``jobs/<jobId>/errors/<name>.json``
-``jobs/<jobId>/<jobName>.mp4``
+``cas/sha256/<hex>``                     immutable uploads, keyed by their content's SHA-256
+``jobs/<jobId>/manifest.json``           relative path -> hash, and the main file (:mod:`.manifest`)
+``jobs/<jobId>/job.json``                the plan (:mod:`.plan`)
+``jobs/<jobId>/frames/<frame>.<ext>``    rendered frames, six-digit frame numbers
+``jobs/<jobId>/errors/<what>.json``      the worker's account of a failure (name, message, frame)
+``jobs/<jobId>/<jobName>.mp4``           the video
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from .errors import InvalidInput
+from .ids import check_job_id, is_job_id
+from .names import safe_name
 
 CAS_PREFIX = "cas/sha256/"
 JOBS_PREFIX = "jobs/"
 FRAME_DIGITS = 6
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
+MAX_KEY_BYTES = 1024
+"""S3 keys hold at most 1,024 bytes of UTF-8."""
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -30,12 +31,12 @@ class S3Uri:
     key: str
 
     @classmethod
-    def parse(cls, uri: str) -> S3Uri:
+    def parse(cls, uri: object) -> S3Uri:
         if not isinstance(uri, str) or not uri.startswith("s3://"):
-            raise InvalidInput(f"not an s3:// URI: {uri!r}")
+            raise InvalidInput(f"not an s3:// URI: {uri!r:.200}")
         bucket, _, key = uri[len("s3://") :].partition("/")
         if not bucket:
-            raise InvalidInput(f"no bucket in URI: {uri!r}")
+            raise InvalidInput(f"no bucket in URI: {uri!r:.200}")
         return cls(bucket, key)
 
     def __str__(self) -> str:
@@ -45,26 +46,9 @@ class S3Uri:
         return S3Uri(self.bucket, f"{self.key.rstrip('/')}/{name}" if self.key else name)
 
 
-def safe_name(name: str, limit: int = 64) -> str:
-    """A job name made safe for an S3 key, a Batch job name and a file name.
-
-    Keeps letters, digits, '.', '_' and '-' (accents folded to ASCII), turns every other run into '_', never
-    starts with '.' (so no '..'), and is never empty. Batch job names allow 128 characters; keys stay short.
-    """
-    folded = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode("ascii")
-    cleaned = _SAFE_NAME.sub("_", folded).strip("._-")[:limit].strip("._-")
-    return cleaned or "render"
-
-
-def check_job_id(job_id: str) -> str:
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
-        raise InvalidInput(f"invalid job id: {job_id!r}")
-    return job_id
-
-
-def check_sha256(hex_digest: str) -> str:
+def check_sha256(hex_digest: object) -> str:
     if not isinstance(hex_digest, str) or not _HEX.match(hex_digest):
-        raise InvalidInput(f"invalid sha256 digest: {hex_digest!r}")
+        raise InvalidInput(f"invalid sha256 digest: {hex_digest!r:.100}")
     return hex_digest
 
 
@@ -74,6 +58,11 @@ def cas_key(hex_digest: str) -> str:
 
 def job_prefix(job_id: str) -> str:
     return f"{JOBS_PREFIX}{check_job_id(job_id)}/"
+
+
+def job_uri(bucket: str, job_id: str) -> str:
+    """``s3://BUCKET/jobs/<jobId>``: the execution input's and the worker's ``outputUri``."""
+    return f"s3://{bucket}/{job_prefix(job_id).rstrip('/')}"
 
 
 def manifest_key(job_id: str) -> str:
@@ -102,6 +91,12 @@ def errors_prefix(job_id: str) -> str:
     return job_prefix(job_id) + "errors/"
 
 
+def error_key(job_id: str, action: str, chunk: int, attempt: int) -> str:
+    """``errors/render-chunk-<I>-attempt-<N>.json`` or ``errors/stitch-attempt-<N>.json``."""
+    what = f"render-chunk-{chunk}" if action == "render" else "stitch"
+    return f"{errors_prefix(job_id)}{what}-attempt-{attempt}.json"
+
+
 def video_key(job_id: str, job_name: str) -> str:
     return f"{job_prefix(job_id)}{safe_name(job_name)}.mp4"
 
@@ -109,6 +104,6 @@ def video_key(job_id: str, job_name: str) -> str:
 def job_id_from_output(output_key: str) -> str | None:
     """The job id of an output key ``jobs/<jobId>`` (trailing slash allowed), else None."""
     parts = output_key.strip("/").split("/")
-    if len(parts) == 2 and parts[0] == JOBS_PREFIX.rstrip("/") and _JOB_ID.match(parts[1]):
+    if len(parts) == 2 and parts[0] == JOBS_PREFIX.rstrip("/") and is_job_id(parts[1]):
         return parts[1]
     return None

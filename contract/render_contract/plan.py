@@ -13,17 +13,38 @@ from fractions import Fraction
 from typing import Any
 
 from .errors import InvalidInput, NoFramesToRender
+from .ids import JOB_ID_LIMIT
 
 PLAN_VERSION = 1
 MAX_ARRAY_SIZE = 10_000
 """AWS Batch array jobs hold 2 to 10,000 children; one chunk runs as a plain job."""
-DEFAULT_PARALLEL_CHUNKS = 64
 STILL_FORMATS = {"PNG": "png", "JPEG": "jpg", "OPEN_EXR": "exr", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
 """Formats the worker writes as they are; anything else (movies, odd formats) is rendered to PNG."""
 
 
+MAX_FRAME = 1_048_574
+"""Blender's MAXFRAME: scene frames lie in -MAX_FRAME..MAX_FRAME."""
+MAX_FRAMES = 1_000_000
+"""More frames than this in one job is taken as a mistake (11.5 hours of film at 24 fps)."""
+
+
 def frame_numbers(start: int, end: int, step: int) -> list[int]:
     return list(range(start, end + 1, step))
+
+
+def frame_range(start: int, end: int, step: int) -> list[int]:
+    """The frames to render, or ``NoFramesToRender`` with the reason."""
+    if step < 1:
+        raise NoFramesToRender(f"frame step {step} is below 1")
+    if end < start:
+        raise NoFramesToRender(f"frame end {end} is before frame start {start}")
+    for label, value in (("start", start), ("end", end), ("step", step)):
+        if abs(value) > MAX_FRAME:
+            raise NoFramesToRender(f"frame {label} {value} is outside Blender's range (+-{MAX_FRAME})")
+    count = (end - start) // step + 1
+    if count > MAX_FRAMES:
+        raise NoFramesToRender(f"{count} frames is more than one job may render ({MAX_FRAMES})")
+    return frame_numbers(start, end, step)
 
 
 def auto_frames_per_job(frame_count: int, parallel_chunks: int) -> int:
@@ -133,7 +154,7 @@ class Plan:
             "planUri": plan_uri,
             "videoUri": video_uri,
             "batch": {
-                "jobName": self.job_id[:128],
+                "jobName": self.job_id[:JOB_ID_LIMIT],
                 "inputUri": self.input_uri,
                 "outputUri": self.output_uri,
                 "framesPerJob": str(self.frames_per_job),

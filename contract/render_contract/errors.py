@@ -1,0 +1,161 @@
+"""The one error vocabulary of Render on AWS: every failure a user can meet has a name, a meaning, an exit code.
+
+A name is spelled once, here, as a class. The Lambda raises these classes, so the class name becomes the Lambda
+``errorType`` and the state machine's Catch turns it into the execution's ``error``. The worker writes the same
+names into ``jobs/<jobId>/errors/`` and exits with the error's :attr:`~RenderOnAwsError.exit_code`; after a
+failed Batch step the state machine asks the Lambda to explain the failure, which re-raises the worker's own error
+(``NoCamera``, ``MissingFrames``, ...), so the execution, the command line and the Blender panel all show the
+worker's name, not a generic one. Code compares against the classes, never against string literals.
+
+``retryable`` says whether Batch should try the same work again (on another host): the worker then exits with
+:data:`~render_contract.exitcodes.EXIT_INTERRUPTED`, which the job definitions' retry strategy retries.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from .exitcodes import EXIT_FAILED, EXIT_INTERRUPTED
+
+
+class RenderOnAwsError(Exception):
+    """Base of every named error. ``name`` is what users and the state machine see."""
+
+    exit_code: ClassVar[int] = EXIT_FAILED
+    """What the worker exits with when this error ends an attempt."""
+    retryable: ClassVar[bool] = False
+    """True when another attempt (another host, later) may succeed."""
+
+    def __init__(self, message: str, name: str | None = None, frame: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self._name = name
+        self.frame = frame
+        """The frame being worked on when it happened, if any."""
+
+    @property
+    def name(self) -> str:
+        return self._name or type(self).__name__
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(RenderOnAwsError):
+    """An execution-input field, a manifest or a command-line argument is malformed."""
+
+
+class InputOutsideBucket(RenderOnAwsError):
+    """A URI points outside the stack's own bucket."""
+
+
+class InputNotFound(RenderOnAwsError):
+    """The .blend, the manifest or one of its files is not where the input says."""
+
+
+class BlendFileUnreadable(RenderOnAwsError):
+    """Not a .blend, or a corrupt, truncated or empty one."""
+
+
+class NoFramesToRender(RenderOnAwsError):
+    """The frame range selects no frame (end before start, step below 1, ...)."""
+
+
+class NoCamera(RenderOnAwsError):
+    """The scene has no active camera, so Blender cannot render it."""
+
+
+class SceneNotFound(RenderOnAwsError):
+    """The scene named in the input is not in the file."""
+
+
+class RenderFailed(RenderOnAwsError):
+    """Blender could not render a frame (deterministically: retrying will not help)."""
+
+
+class MissingFrames(RenderOnAwsError):
+    """Stitching found planned frames that were never rendered."""
+
+
+class StitchFailed(RenderOnAwsError):
+    """FFmpeg could not make the video."""
+
+
+class MissingDependencies(RenderOnAwsError):
+    """Files the scene uses (textures, libraries, caches) are missing on the artist's disk."""
+
+
+class JobCancelled(RenderOnAwsError):
+    """The job was cancelled by the artist."""
+
+
+class CancelFailed(RenderOnAwsError):
+    """Step Functions refused to stop the job (it may have ended already, or the caller may not stop it)."""
+
+
+class StackNotFound(RenderOnAwsError):
+    """The named stack (or the local cloud) does not exist or lacks the expected outputs."""
+
+
+class ConnectionFailed(RenderOnAwsError):
+    """The AWS endpoint or the local cloud cannot be reached, or credentials are missing."""
+
+    retryable = True
+
+
+class UploadFailed(RenderOnAwsError):
+    """An upload to the stack's bucket failed after retries."""
+
+    retryable = True
+
+
+class Interrupted(RenderOnAwsError):
+    """The attempt was stopped (SIGTERM: a Spot notice, a Batch stop) or met a transient AWS error."""
+
+    exit_code = EXIT_INTERRUPTED
+    retryable = True
+
+
+class UnexpectedError(RenderOnAwsError):
+    """A failure with no name of its own (a bug): the message says what happened."""
+
+
+def _vocabulary() -> dict[str, type[RenderOnAwsError]]:
+    found: dict[str, type[RenderOnAwsError]] = {}
+    pending = list(RenderOnAwsError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return dict(sorted(found.items()))
+
+
+ERRORS: dict[str, type[RenderOnAwsError]] = _vocabulary()
+"""Every named error, by name."""
+
+
+def from_name(name: str | None, message: str, frame: int | None = None) -> RenderOnAwsError:
+    """Rebuild a named error from what an execution, a log or an error record reported.
+
+    An unknown name keeps its text (a newer worker may know names this client does not)."""
+    cls = ERRORS.get(name or "")
+    if cls is not None:
+        return cls(message, frame=frame)
+    return RenderOnAwsError(message, name=name or UnexpectedError.__name__, frame=frame)
+
+
+def readable_cause(cause: str | None) -> str:
+    """The human part of an execution's cause: a Lambda error's message, a Batch job's status reason."""
+    if not cause:
+        return "no cause given"
+    try:
+        described = json.loads(cause)
+    except ValueError:
+        return cause
+    if not isinstance(described, dict):
+        return cause
+    for key in ("errorMessage", "StatusReason", "statusReason"):
+        if described.get(key):
+            return str(described[key])
+    return cause

@@ -1,0 +1,55 @@
+"""Job ids, execution names and execution ARNs.
+
+A job is one Step Functions execution whose *name is the job id*, so the job's data lives under
+``jobs/<jobId>/`` (two submissions never share a key) and the execution's ARN follows from the state machine's.
+Job ids are made here and only here, for the client's submissions and for the seed's bare payloads alike.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+
+from .errors import InvalidInput
+from .names import safe_name
+
+JOB_ID_LIMIT = 80
+"""Step Functions execution names hold at most 80 characters."""
+_JOB_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_-]{{0,{JOB_ID_LIMIT - 1}}}$")
+_NAME_PART = 40
+_SAFE = re.compile(r"[^A-Za-z0-9]+")
+
+
+def check_job_id(job_id: object) -> str:
+    """A job id is a valid execution name and a single, harmless S3 key segment, or ``InvalidInput``."""
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise InvalidInput(f"invalid job id: {job_id!r:.100}")
+    return job_id
+
+
+def is_job_id(text: str) -> bool:
+    return bool(_JOB_ID.match(text))
+
+
+def new_job_id(job_name: str, now: datetime | None = None) -> str:
+    """Unique per submission and readable in the console: ``<name>-<UTC time>-<random>``."""
+    stem = _SAFE.sub("_", safe_name(job_name, _NAME_PART)).strip("_")[:_NAME_PART] or "render"
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    return check_job_id(f"{stem}-{stamp}-{uuid.uuid4().hex[:6]}")
+
+
+def execution_arn(state_machine_arn: str, job_id: str) -> str:
+    """``arn:aws:states:R:A:stateMachine:M`` + job id -> ``arn:aws:states:R:A:execution:M:<jobId>``."""
+    parts = state_machine_arn.split(":")
+    if len(parts) != 7 or parts[:3] != ["arn", parts[1], "states"] or parts[5] != "stateMachine" or not parts[6]:
+        raise InvalidInput(f"not a state machine ARN: {state_machine_arn!r}")
+    return ":".join([*parts[:5], "execution", parts[6], check_job_id(job_id)])
+
+
+def job_id_of(execution_arn_text: str) -> str:
+    """The job id (execution name) of an execution ARN."""
+    parts = execution_arn_text.split(":")
+    if len(parts) != 8 or parts[2] != "states" or parts[5] != "execution":
+        raise InvalidInput(f"not an execution ARN: {execution_arn_text!r}")
+    return check_job_id(parts[7])
