@@ -85,6 +85,14 @@ class UploadFailed(RenderOnAwsError):
     """An upload to the stack's bucket failed after retries."""
 
 
+class CorruptStoredFile(RenderOnAwsError):
+    """A warning: a content-addressed key held other bytes than its hash names; the file was uploaded over it."""
+
+
+class UnsafeDownloadKey(RenderOnAwsError):
+    """A warning: an output key would not be a safe local file name inside the download folder; it was skipped."""
+
+
 ERRORS: dict[str, type[RenderOnAwsError]] = {
     cls.__name__: cls
     for cls in (
@@ -103,6 +111,8 @@ ERRORS: dict[str, type[RenderOnAwsError]] = {
         StackNotFound,
         ConnectionFailed,
         UploadFailed,
+        CorruptStoredFile,
+        UnsafeDownloadKey,
     )
 }
 
