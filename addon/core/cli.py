@@ -170,9 +170,13 @@ def run(args: argparse.Namespace) -> int:
         jobs.stop(connection, job)
         print(f"cancelled {job.job_id}", file=sys.stderr)
         return 0
-    for path in jobs.download(connection, job, args.directory, frames=args.with_frames):
+    for path in jobs.download(connection, job, args.directory, frames=args.with_frames, on_skipped=_warn_skipped):
         print(path)
     return 0
+
+
+def _warn_skipped(skipped: jobs.SkippedKey) -> None:
+    print(f"warning: {skipped.name}: {skipped}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ and from DescribeExecution: at most two calls a poll.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -23,9 +24,17 @@ from typing import Any
 
 import botocore.exceptions
 
-from . import cas
+from . import cas, download_paths
 from .connection import Connection
-from .errors import ConnectionFailed, InputNotFound, InvalidInput, RenderOnAwsError, from_name
+from .download_paths import SkippedKey
+from .errors import (
+    ConnectionFailed,
+    InputNotFound,
+    InvalidInput,
+    RenderOnAwsError,
+    UnsafeDownloadKey,
+    from_name,
+)
 from .layout import (
     S3Uri,
     errors_prefix,
@@ -367,35 +376,65 @@ def stop(connection: Connection, job: JobRef, reason: str = "cancelled by the ar
         raise RenderOnAwsError(f"cannot cancel {job.job_id}: {error}", name="CancelFailed") from error
 
 
-def download(connection: Connection, job: JobRef, directory: Path, frames: bool = False) -> list[Path]:
-    """Downloads the video (and with ``frames`` every frame) into ``directory``; returns the video first."""
+def download(
+    connection: Connection,
+    job: JobRef,
+    directory: Path,
+    frames: bool = False,
+    on_skipped: Callable[[SkippedKey], None] | None = None,
+) -> list[Path]:
+    """Downloads the video (and with ``frames`` every frame) into ``directory``; returns the video first.
+
+    Frame keys that are not safe local names are skipped, each reported to ``on_skipped`` (default: logged).
+    """
     status = JobWatcher(connection, job).poll()
     status.raise_for_failure()
     if status.state != "SUCCEEDED" or not status.video_key:
         raise InvalidInput(f"job {job.job_id} is {status.phase}: nothing to download yet")
     s3 = connection.client("s3")
     directory.mkdir(parents=True, exist_ok=True)
-    video = directory / status.video_key.rsplit("/", 1)[-1]
+    try:
+        video = Path(download_paths.local_path(directory, job_prefix(job.job_id), status.video_key))
+    except download_paths.UnsafeKey as reason:
+        raise UnsafeDownloadKey(f"not downloading the video {status.video_key!r}: {reason}") from None
     s3.download_file(job.bucket, status.video_key, str(video))
     paths = [video]
     if frames:
-        target = directory / f"{job.job_id}-frames"
-        target.mkdir(exist_ok=True)
-        paginator = s3.get_paginator("list_objects_v2")
-        keys = [
-            item["Key"]
-            for page in paginator.paginate(Bucket=job.bucket, Prefix=frames_prefix(job.job_id))
-            for item in page.get("Contents", [])
-        ]
-
-        def fetch(key: str) -> Path:
-            path = target / key.rsplit("/", 1)[-1]
-            s3.download_file(job.bucket, key, str(path))
-            return path
-
-        with ThreadPoolExecutor(8) as pool:
-            paths.extend(pool.map(fetch, keys))
+        fetched, skipped = download_frames(s3, job.bucket, job.job_id, directory / f"{job.job_id}-frames")
+        paths.extend(fetched)
+        for item in skipped:
+            (on_skipped or _log_skipped)(item)
     return paths
+
+
+def download_frames(s3: Any, bucket: str, job_id: str, target: Path) -> tuple[list[Path], list[SkippedKey]]:
+    """Downloads every key under the job's frames prefix into ``target``, sub-folders kept.
+
+    The keys are whatever is in the bucket, so :func:`download_paths.plan` decides where each may go: a key that
+    would escape ``target``, be no valid Windows name, or overwrite another key's file is skipped and returned.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    prefix = frames_prefix(job_id)
+    keys = [
+        item["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
+    planned = download_paths.plan(target, prefix, keys)
+
+    def fetch(item: tuple[str, str]) -> Path:
+        key, local = item
+        path = Path(local)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s3.download_file(bucket, key, local)
+        return path
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(fetch, planned.files)), planned.skipped
+
+
+def _log_skipped(skipped: SkippedKey) -> None:
+    logging.getLogger(__name__).warning("%s: %s", skipped.name, skipped)
 
 
 _JOB_ID_IN_ARN = re.compile(r":execution:[^:]+:(?P<job>[^:]+)$")
