@@ -167,7 +167,8 @@ def upload(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> UploadReport:
-    """Uploads the files the bucket lacks; raises JobCancelled when ``cancel`` is set (between parts)."""
+    """Uploads the files the bucket lacks or holds wrongly; raises JobCancelled when ``cancel`` is set (between
+    parts), UploadFailed when S3 refuses a body (its checksum does not match) or a file changed since hashing."""
     absent, corrupt = _survey(s3, bucket, files)
     for stored in corrupt:
         log.warning(

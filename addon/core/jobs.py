@@ -397,6 +397,7 @@ def download(
         video = Path(download_paths.local_path(directory, job_prefix(job.job_id), status.video_key))
     except download_paths.UnsafeKey as reason:
         raise UnsafeDownloadKey(f"not downloading the video {status.video_key!r}: {reason}") from None
+    video.parent.mkdir(parents=True, exist_ok=True)
     s3.download_file(job.bucket, status.video_key, str(video))
     paths = [video]
     if frames:
