@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from boto3.s3.transfer import TransferConfig
 from render_contract.errors import JobCancelled, UploadFailed
 from render_on_aws.core import cas, hashcache
 
@@ -128,3 +130,109 @@ def test_a_cancelled_upload_stops(tmp_path: Path, bucket: str) -> None:
     stored = cas.hash_file(write(tmp_path / "t.bin", os.urandom(1000)))
     with pytest.raises(JobCancelled):
         cas.upload(boto3.client("s3"), bucket, [stored], cancel=cancel)
+
+
+# ---- S3-verified uploads ---------------------------------------------------------------------------------------
+def checksum_headers(s3: object) -> list[dict[str, str]]:
+    """Records the checksum headers of every request ``s3`` sends (observed on the wire, not mocked)."""
+    seen: list[dict[str, str]] = []
+
+    def record(request: object, **_: object) -> None:
+        headers = request.headers  # type: ignore[attr-defined]
+        seen.append(
+            {
+                "method": request.method,  # type: ignore[attr-defined]
+                **{k.lower(): _text(v) for k, v in headers.items() if "checksum" in k.lower()},
+            }
+        )
+
+    s3.meta.events.register("before-send.s3", record)  # type: ignore[attr-defined]
+    return seen
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def test_every_upload_carries_its_sha256(tmp_path: Path, bucket: str) -> None:
+    s3 = boto3.client("s3")
+    stored = cas.hash_file(write(tmp_path / "t.bin", os.urandom(3000)))
+    sent = checksum_headers(s3)
+    cas.upload(s3, bucket, [stored])
+    puts = [headers for headers in sent if headers["method"] == "PUT"]
+    assert [headers["x-amz-checksum-sha256"] for headers in puts] == [cas.checksum_sha256(stored.sha256)]
+    head = s3.head_object(Bucket=bucket, Key=f"cas/sha256/{stored.sha256}", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == cas.checksum_sha256(stored.sha256)
+    assert head["Metadata"] == {"sha256": stored.sha256}
+
+
+def test_a_multipart_upload_checksums_each_part_and_records_the_digest(
+    tmp_path: Path, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the transfer manager: a SHA-256 per part (S3's minimum part is 5 MiB), the full digest as metadata."""
+    part = 5 * 1024 * 1024
+    monkeypatch.setattr(cas, "TRANSFER", TransferConfig(multipart_threshold=part, multipart_chunksize=part))
+    s3 = boto3.client("s3")
+    stored = cas.hash_file(write(tmp_path / "big.bin", os.urandom(2 * part + 1000)))
+    sent = checksum_headers(s3)
+    assert cas.upload(s3, bucket, [stored]).files_uploaded == 1
+    parts = [headers for headers in sent if headers["method"] == "PUT"]
+    assert len(parts) == 3 and all(headers.get("x-amz-checksum-sha256") for headers in parts)
+    head = s3.head_object(Bucket=bucket, Key=f"cas/sha256/{stored.sha256}", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] != cas.checksum_sha256(stored.sha256)  # a composite of the parts
+    assert head["Metadata"] == {"sha256": stored.sha256}
+    assert cas.upload(s3, bucket, [stored]).files_uploaded == 0  # recognised by its metadata
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        pytest.param({"Body": b"garbage"}, id="no-checksum"),
+        pytest.param({"Body": b"garbage", "ChecksumAlgorithm": "SHA256"}, id="checksum-of-garbage"),
+        pytest.param({"Body": b"x" * 3000, "ChecksumAlgorithm": "SHA256"}, id="same-size"),
+    ],
+)
+def test_a_poisoned_key_is_uploaded_over(tmp_path: Path, bucket: str, plant: dict[str, object]) -> None:
+    s3 = boto3.client("s3")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})  # as on AWS
+    data = os.urandom(3000)
+    stored = cas.hash_file(write(tmp_path / "t.bin", data))
+    key = f"cas/sha256/{stored.sha256}"
+    s3.put_object(Bucket=bucket, Key=key, **plant)
+
+    report = cas.upload(s3, bucket, [stored])
+    assert (report.files_uploaded, report.bytes_uploaded, report.files_replaced) == (1, 3000, 1)
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+    assert len(versions) == 2, "the planted object is kept as an older version"
+    assert cas.upload(s3, bucket, [stored]).files_uploaded == 0
+
+
+def test_moto_does_not_verify_a_claimed_checksum(bucket: str) -> None:
+    """What the local cloud does with a body that does not match its ChecksumSHA256 (moto 5.2.5): it stores it.
+
+    AWS S3 refuses such a PUT (BadDigest), which is what protects a real upload; on moto the claim is stored as
+    given. So the stored checksum is trusted only as far as S3 verified it, and on moto the size check and the
+    garbage's own checksum (the poisoning tests) are what catch a planted object.
+    """
+    s3 = boto3.client("s3")
+    claimed = cas.checksum_sha256(hashlib.sha256(b"what the key promises").hexdigest())
+    s3.put_object(Bucket=bucket, Key="k", Body=b"something else", ChecksumAlgorithm="SHA256", ChecksumSHA256=claimed)
+    head = s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == claimed
+
+
+def test_a_file_written_during_its_upload_is_not_left_under_its_key(tmp_path: Path, bucket: str) -> None:
+    """S3 would refuse the changed bytes of a single PUT; a multipart one is only checked part by part, so the
+    client deletes what it uploaded when the file changed meanwhile, and the next submission uploads afresh."""
+    s3 = boto3.client("s3")
+    path = write(tmp_path / "t.bin", os.urandom(3000))
+    stored = cas.hash_file(path)
+
+    def touch(done: int, total: int) -> None:
+        if done:
+            os.utime(path, (OLD + 7, OLD + 7))
+
+    with pytest.raises(UploadFailed, match="changed since it was hashed"):
+        cas.upload(s3, bucket, [stored], progress=touch)
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0

@@ -2,11 +2,20 @@
 
 Resubmitting an unchanged project uploads nothing but the manifest; a changed texture uploads only itself.
 Progress is reported in bytes and every upload can be cancelled between parts.
+
+Every upload carries the file's SHA-256, so S3 itself refuses bytes that do not match the key they go to: a
+single-part upload sends the digest computed at hashing time (``ChecksumSHA256``); a multipart one sends a
+SHA-256 per part (S3 keeps a composite ``<b64>-<parts>``, since full-object SHA-256 is not offered for multipart
+uploads) plus the full digest in the ``sha256`` metadata. "Already uploaded" is decided by that stored checksum,
+never by the key merely existing: garbage planted at a real file's key is uploaded over (the bucket is
+versioned, so the old object is kept for whoever wants to look at it).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -17,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
-from render_contract.errors import JobCancelled, UploadFailed
+from render_contract.errors import CorruptStoredFile, JobCancelled, UploadFailed
 from render_contract.layout import cas_key
 
 if TYPE_CHECKING:
@@ -29,6 +38,9 @@ PARALLEL_FILES = 8
 PARALLEL_HASHES = min(8, os.cpu_count() or 1)
 Progress = Callable[[int, int], None]
 """Called with (bytes uploaded so far, bytes to upload in all), from worker threads."""
+SHA256_METADATA = "sha256"
+"""Object metadata holding the full hex digest: a multipart object's own checksum is only a composite of parts."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,8 @@ class UploadReport:
     bytes_total: int
     files_uploaded: int
     bytes_uploaded: int
+    files_replaced: int = 0
+    """Of ``files_uploaded``, those whose key held other bytes (a :class:`CorruptStoredFile`) and were uploaded over."""
 
 
 def hash_file(path: Path, cache: HashCache | None = None) -> StoredFile:
@@ -90,22 +104,59 @@ def _check_unchanged(stored: StoredFile) -> None:
         raise UploadFailed(f"{stored.path.name} changed since it was hashed; submit again")
 
 
-def missing(s3: Any, bucket: str, files: Iterable[StoredFile]) -> list[StoredFile]:
-    """The files whose content the bucket does not hold yet (one HEAD each, in parallel)."""
+def checksum_sha256(hex_digest: str) -> str:
+    """The digest as S3 spells ``ChecksumSHA256``: base64 of the raw 32 bytes."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
+
+
+def holds(head: dict[str, Any], stored: StoredFile) -> bool:
+    """Whether a HeadObject (``ChecksumMode='ENABLED'``) answer describes exactly ``stored``'s bytes.
+
+    The size must match, and either S3's own full-object checksum or, for a multipart object (whose checksum is
+    a composite of its parts), the full digest recorded in its metadata at upload time.
+    """
+    if head.get("ContentLength") != stored.size:
+        return False
+    if head.get("ChecksumSHA256") == checksum_sha256(stored.sha256):
+        return True
+    return head.get("Metadata", {}).get(SHA256_METADATA) == stored.sha256
+
+
+def _survey(s3: Any, bucket: str, files: Iterable[StoredFile]) -> tuple[list[StoredFile], list[StoredFile]]:
+    """(absent, corrupt): the contents the bucket lacks, and those whose key holds something else."""
     unique = {stored.sha256: stored for stored in files}
 
-    def absent(stored: StoredFile) -> bool:
+    def state(stored: StoredFile) -> str:
         try:
-            s3.head_object(Bucket=bucket, Key=cas_key(stored.sha256))
-            return False
+            head = s3.head_object(Bucket=bucket, Key=cas_key(stored.sha256), ChecksumMode="ENABLED")
         except botocore.exceptions.ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return True
+                return "absent"
             raise
+        return "held" if holds(head, stored) else "corrupt"
 
     with ThreadPoolExecutor(PARALLEL_FILES) as pool:
-        flags = list(pool.map(absent, unique.values()))
-    return [stored for stored, is_absent in zip(unique.values(), flags, strict=True) if is_absent]
+        states = list(pool.map(state, unique.values()))
+    pairs = list(zip(unique.values(), states, strict=True))
+    return [f for f, st in pairs if st == "absent"], [f for f, st in pairs if st == "corrupt"]
+
+
+def missing(s3: Any, bucket: str, files: Iterable[StoredFile]) -> list[StoredFile]:
+    """The files whose content the bucket does not hold yet, or holds wrongly (one HEAD each, in parallel)."""
+    absent, corrupt = _survey(s3, bucket, files)
+    return absent + corrupt
+
+
+def _extra_args(stored: StoredFile) -> dict[str, Any]:
+    """What makes S3 verify the upload: the precomputed digest when it is one PUT, a SHA-256 per part otherwise.
+
+    The transfer manager turns a precomputed ``ChecksumSHA256`` on a multipart upload into a FULL_OBJECT
+    checksum, which S3 offers for CRC algorithms only; so large files let botocore checksum each part.
+    """
+    extra: dict[str, Any] = {"ChecksumAlgorithm": "SHA256", "Metadata": {SHA256_METADATA: stored.sha256}}
+    if stored.size < TRANSFER.multipart_threshold:
+        extra["ChecksumSHA256"] = checksum_sha256(stored.sha256)
+    return extra
 
 
 def upload(
@@ -115,8 +166,17 @@ def upload(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> UploadReport:
-    """Uploads the files the bucket lacks; raises JobCancelled when ``cancel`` is set (between parts)."""
-    todo = missing(s3, bucket, files)
+    """Uploads the files the bucket lacks or holds wrongly; raises JobCancelled when ``cancel`` is set (between
+    parts), UploadFailed when S3 refuses a body (its checksum does not match) or a file changed since hashing."""
+    absent, corrupt = _survey(s3, bucket, files)
+    for stored in corrupt:
+        log.warning(
+            "%s: %s does not hold %s's bytes; uploading it again",
+            CorruptStoredFile.__name__,
+            cas_key(stored.sha256),
+            stored.path.name,
+        )
+    todo = absent + corrupt
     total = sum(stored.size for stored in todo)
     done = 0
     lock = threading.Lock()
@@ -136,7 +196,17 @@ def upload(
             raise JobCancelled("upload cancelled")
         _check_unchanged(stored)
         try:
-            s3.upload_file(str(stored.path), bucket, cas_key(stored.sha256), Config=TRANSFER, Callback=on_bytes)
+            s3.upload_file(
+                str(stored.path),
+                bucket,
+                cas_key(stored.sha256),
+                ExtraArgs=_extra_args(stored),
+                Config=TRANSFER,
+                Callback=on_bytes,
+            )
+            # A multipart upload's parts are checked against what was read, not against the digest: a file
+            # written to during the upload would leave the wrong bytes under its key, claiming the right hash.
+            _check_unchanged_after(s3, bucket, stored)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise UploadFailed(f"uploading {stored.path.name} failed: {error}") from error
 
@@ -145,4 +215,13 @@ def upload(
     with ThreadPoolExecutor(PARALLEL_FILES) as pool:
         for future in [pool.submit(put, stored) for stored in todo]:
             future.result()
-    return UploadReport(len(files), sum(f.size for f in files), len(todo), total)
+    return UploadReport(len(files), sum(f.size for f in files), len(todo), total, len(corrupt))
+
+
+def _check_unchanged_after(s3: Any, bucket: str, stored: StoredFile) -> None:
+    """Deletes what was just uploaded if the file changed meanwhile, so the next submission uploads it afresh."""
+    try:
+        _check_unchanged(stored)
+    except UploadFailed:
+        s3.delete_object(Bucket=bucket, Key=cas_key(stored.sha256))
+        raise

@@ -14,6 +14,7 @@ from typing import TextIO
 from render_contract.errors import InvalidInput, MissingDependencies, RenderOnAwsError
 
 from .connection import DEFAULT_STACK, Connection, ConnectionSettings
+from .download_paths import SkippedKey
 from .downloading import download
 from .following import JobStatus, JobWatcher, poll_interval, wait
 from .jobref import JobRef
@@ -167,9 +168,13 @@ def run(args: argparse.Namespace) -> int:
         stop(connection, job)
         print(f"cancelled {job.job_id}", file=sys.stderr)
         return 0
-    for path in download(connection, job, args.directory, frames=args.with_frames):
+    for path in download(connection, job, args.directory, frames=args.with_frames, on_skipped=_warn_skipped):
         print(path)
     return 0
+
+
+def _warn_skipped(skipped: SkippedKey) -> None:
+    print(f"warning: {skipped.name}: {skipped}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

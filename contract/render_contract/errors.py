@@ -110,6 +110,14 @@ class UploadFailed(RenderOnAwsError):
     retryable = True
 
 
+class CorruptStoredFile(RenderOnAwsError):
+    """A warning: a content-addressed key held other bytes than its hash names; the file was uploaded over it."""
+
+
+class UnsafeDownloadKey(RenderOnAwsError):
+    """A warning: an output key would not be a safe local file name inside the download folder; it was skipped."""
+
+
 class Interrupted(RenderOnAwsError):
     """The attempt was stopped (SIGTERM: a Spot notice, a Batch stop) or met a transient AWS error."""
 

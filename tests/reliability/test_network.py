@@ -105,10 +105,13 @@ class Proxy:
                     status, reply_headers, reply = answer
                 proxy.seen.append(Seen(self.command, self.path, target, status, time.monotonic()))
                 self.send_response(status)
+                length = str(len(reply))
                 for name, value in reply_headers.items():
                     if name.lower() != "content-length":
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(reply)))
+                    elif self.command == "HEAD":
+                        length = value  # a HEAD reply has no body, but its length is the object's size
+                self.send_header("Content-Length", length)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(reply)
