@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from cfnlint.decode import cfn_yaml
-from render_contract import exitcodes
+from render_contract import exitcodes, ids
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -71,6 +71,7 @@ REQUIRED_OUTPUTS = {
     "RenderJobDefinitionArn",
     "StitchJobDefinitionArn",
     "ArtistPolicyArn",
+    "AdminPolicyArn",
     "LogGroupName",
     "FisExperimentTemplateId",
 }
@@ -396,13 +397,61 @@ def test_job_definitions_run_the_worker_command(template: dict[str, Any], logica
 
 def test_render_job_uses_its_vcpus_and_the_gpu_when_asked(template: dict[str, Any]) -> None:
     container = template["Resources"]["RenderJobDefinition"]["Properties"]["ContainerProperties"]
-    environment = {item["Name"]: item["Value"] for item in container["Environment"]}
+    environment = {item["Name"]: item["Value"] for item in container["Environment"] if "Name" in item}
     assert environment["RENDER_THREADS"] == {"Ref": "JobVcpus"}
     assert environment["RENDER_DEVICE"] == {"Fn::If": ["UseGpu", "GPU", "CPU"]}
     assert {"Fn::If": ["UseGpu", {"Type": "GPU", "Value": "1"}, {"Ref": "AWS::NoValue"}]} in container[
         "ResourceRequirements"
     ]
     assert template["Conditions"]["UseGpu"] == {"Fn::Equals": [{"Ref": "ComputeType"}, "GPU"]}
+
+
+def test_gpu_render_job_gets_the_graphics_and_compute_driver_libraries(template: dict[str, Any]) -> None:
+    """OptiX needs the NVIDIA runtime's graphics libraries too; the GPU ids stay ECS's to assign."""
+    container = template["Resources"]["RenderJobDefinition"]["Properties"]["ContainerProperties"]
+    gpu_only = [item["Fn::If"] for item in container["Environment"] if "Fn::If" in item]
+    (capabilities,) = [when for condition, when, _ in gpu_only if when["Name"] == "NVIDIA_DRIVER_CAPABILITIES"]
+    assert {"graphics", "compute", "utility"} <= set(capabilities["Value"].split(","))
+    assert [(condition, otherwise) for condition, _, otherwise in gpu_only] == [("UseGpu", {"Ref": "AWS::NoValue"})]
+    names = {item.get("Name") for item in container["Environment"]}
+    assert "NVIDIA_VISIBLE_DEVICES" not in names | {when["Name"] for _, when, _ in gpu_only}
+
+
+def test_every_job_definition_has_an_attempt_time_limit(template: dict[str, Any]) -> None:
+    definitions = {
+        logical: resource["Properties"]
+        for logical, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Batch::JobDefinition"
+    }
+    assert set(definitions) == {"RenderJobDefinition", "StitchJobDefinition"}
+    assert definitions["RenderJobDefinition"]["Timeout"] == {"AttemptDurationSeconds": {"Ref": "JobTimeoutSeconds"}}
+    assert template["Parameters"]["JobTimeoutSeconds"]["Default"] == 14400  # 240 minutes
+    assert 60 <= definitions["StitchJobDefinition"]["Timeout"]["AttemptDurationSeconds"] <= 3600
+    # Batch's own minimum attempt duration is 60 seconds.
+    assert template["Parameters"]["JobTimeoutSeconds"]["MinValue"] >= 60
+
+
+def test_frame_counter_has_a_time_limit(template: dict[str, Any]) -> None:
+    timeout = template["Resources"]["FrameCounterFunction"]["Properties"].get("Timeout")
+    assert isinstance(timeout, int) and 60 <= timeout <= 900
+
+
+def test_queue_cancels_jobs_that_cannot_get_capacity(template: dict[str, Any]) -> None:
+    queues = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Batch::JobQueue"]
+    assert queues
+    for queue in queues:
+        actions = {action["Reason"]: action for action in queue["JobStateTimeLimitActions"]}
+        assert set(actions) == {
+            "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY",
+            "MISCONFIGURATION:COMPUTE_ENVIRONMENT_MAX_RESOURCE",
+            "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT",
+        }
+        for action in actions.values():
+            assert action["State"] == "RUNNABLE" and action["Action"] == "CANCEL"
+        assert actions["CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"]["MaxTimeSeconds"] == {"Ref": "CapacityWaitSeconds"}
+    wait = template["Parameters"]["CapacityWaitSeconds"]
+    assert wait["Type"] == "Number" and wait["Default"] == 1800
+    assert wait["MinValue"] == 600 and wait["MaxValue"] == 86400  # Batch's bounds for maxTimeSeconds
 
 
 def test_state_machine_substitutions_match_the_definition(template: dict[str, Any]) -> None:
@@ -529,32 +578,85 @@ def test_allowed_resources_are_the_stacks_own(translated: dict[str, Any]) -> Non
                 assert resource.startswith(scopes), f"{logical}: {action} on {resource}"
 
 
-def test_artist_policy_grants_exactly_the_artist_workflow(template: dict[str, Any]) -> None:
-    document = template["Resources"]["ArtistPolicy"]["Properties"]["PolicyDocument"]
-    grants = {
+ARTIST_TAG = "${!aws:PrincipalTag/render-artist}"
+EXECUTIONS = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${RenderStateMachine.Name}:"
+STACK_ARN = "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/${AWS::StackName}/*"
+
+
+def policy_grants(template: dict[str, Any], logical: str, effect: str = "Allow") -> set[tuple[str, str]]:
+    document = template["Resources"][logical]["Properties"]["PolicyDocument"]
+    return {
         (action, render(resource))
         for statement in as_list(document["Statement"])
+        if statement["Effect"] == effect
         for action in as_list(statement["Action"])
         for resource in as_list(statement["Resource"])
     }
-    execution = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${RenderStateMachine.Name}:*"
-    assert grants == {
-        ("s3:PutObject", "${RenderBucket.Arn}/cas/*"),
-        ("s3:PutObject", "${RenderBucket.Arn}/jobs/*"),
+
+
+def policy_statement(template: dict[str, Any], logical: str, sid: str) -> dict[str, Any]:
+    document = template["Resources"][logical]["Properties"]["PolicyDocument"]
+    (statement,) = [statement for statement in as_list(document["Statement"]) if statement.get("Sid") == sid]
+    return statement
+
+
+def test_artist_policy_grants_exactly_the_artist_workflow(template: dict[str, Any]) -> None:
+    assert policy_grants(template, "ArtistPolicy") == {
         ("s3:GetObject", "${RenderBucket.Arn}/cas/*"),
         ("s3:GetObject", "${RenderBucket.Arn}/jobs/*"),
+        ("s3:PutObject", "${RenderBucket.Arn}/cas/sha256/*"),
+        ("s3:PutObject", "${RenderBucket.Arn}/jobs/" + ARTIST_TAG + "-*/manifest.json"),
         ("s3:ListBucket", "${RenderBucket.Arn}"),
         ("states:StartExecution", "${RenderStateMachine}"),
-        ("states:DescribeExecution", execution),
-        ("states:StopExecution", execution),
-        ("states:GetExecutionHistory", execution),
+        ("states:DescribeExecution", EXECUTIONS + "*"),
+        ("states:GetExecutionHistory", EXECUTIONS + "*"),
+        ("states:StopExecution", EXECUTIONS + ARTIST_TAG + "-*"),
         ("batch:DescribeJobs", "*"),
         ("batch:ListJobs", "*"),
-        (
-            "cloudformation:DescribeStacks",
-            "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:stack/${AWS::StackName}/*",
-        ),
+        ("cloudformation:DescribeStacks", STACK_ARN),
     }
+
+
+def test_artists_write_and_stop_only_their_own_jobs(template: dict[str, Any]) -> None:
+    """Own jobs are those whose id starts with the principal's render-artist tag and "-"; the rest is read-only."""
+    own_prefix = re.compile(r"^[A-Za-z0-9]+-")
+    assert ids.is_job_id("ann-shot_010-20250101-120000-abc123") and own_prefix.match("ann-shot")
+    writes = {resource for action, resource in policy_grants(template, "ArtistPolicy") if action == "s3:PutObject"}
+    for resource in writes - {"${RenderBucket.Arn}/cas/sha256/*"}:
+        assert resource.startswith("${RenderBucket.Arn}/jobs/" + ARTIST_TAG + "-"), resource
+    stops = {resource for action, resource in policy_grants(template, "ArtistPolicy") if action == "states:StopExecution"}
+    assert stops == {EXECUTIONS + ARTIST_TAG + "-*"}
+    # The pipeline's outputs stay the pipeline's, whatever else is granted.
+    denied = policy_grants(template, "ArtistPolicy", "Deny")
+    for key in ("jobs/*/job.json", "jobs/*/frames/*", "jobs/*/errors/*", "jobs/*.mp4"):
+        assert ("s3:PutObject", "${RenderBucket.Arn}/" + key) in denied, key
+    ambiguous = policy_statement(template, "ArtistPolicy", "DenyAmbiguousArtistTags")
+    assert ambiguous["Effect"] == "Deny"
+    assert set(ambiguous["Condition"]["StringLike"]["aws:PrincipalTag/render-artist"]) == {"*-*", "*/*"}
+    assert {"s3:PutObject", "states:StartExecution", "states:StopExecution"} <= set(ambiguous["Action"])
+
+
+@pytest.mark.parametrize("logical", ["ArtistPolicy", "AdminPolicy"])
+def test_people_list_only_the_stacks_prefixes(template: dict[str, Any], logical: str) -> None:
+    (listing,) = [
+        s
+        for s in as_list(template["Resources"][logical]["Properties"]["PolicyDocument"]["Statement"])
+        if "s3:ListBucket" in as_list(s["Action"])
+    ]
+    assert listing["Effect"] == "Allow" and render(listing["Resource"]) == "${RenderBucket.Arn}"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["cas/*", "jobs/*"]}}  # no IfExists
+
+
+def test_admin_policy_sees_and_stops_everything(template: dict[str, Any]) -> None:
+    assert template["Resources"]["AdminPolicy"]["Type"] == "AWS::IAM::ManagedPolicy"
+    assert policy_grants(template, "AdminPolicy", "Deny") == set()
+    grants = policy_grants(template, "AdminPolicy")
+    for action in ("states:DescribeExecution", "states:GetExecutionHistory", "states:StopExecution"):
+        assert (action, EXECUTIONS + "*") in grants
+    assert ("states:ListExecutions", "${RenderStateMachine}") in grants
+    assert ("s3:PutObject", "${RenderBucket.Arn}/jobs/*/manifest.json") in grants
+    assert not any(action == "s3:PutObject" and resource.endswith("/jobs/*") for action, resource in grants)
+    assert template["Outputs"]["AdminPolicyArn"]["Value"] == {"Ref": "AdminPolicy"}
 
 
 def test_state_machine_can_stop_the_jobs_it_started(translated: dict[str, Any]) -> None:
@@ -562,6 +664,17 @@ def test_state_machine_can_stop_the_jobs_it_started(translated: dict[str, Any]) 
     actions = {action for statement in statements for action in as_list(statement["Action"])}
     assert {"batch:SubmitJob", "batch:DescribeJobs", "batch:TerminateJob", "lambda:InvokeFunction"} <= actions
     assert {"events:PutTargets", "events:PutRule", "events:DescribeRule"} <= actions
+    batch_on_everything = {
+        action
+        for statement in statements
+        for action in as_list(statement["Action"])
+        if action.startswith("batch:") and "*" in map(render, as_list(statement["Resource"]))
+    }
+    assert batch_on_everything == {"batch:DescribeJobs"}
+    (terminate,) = [s for s in statements if "batch:TerminateJob" in as_list(s["Action"])]
+    assert {render(r) for r in as_list(terminate["Resource"])} == {
+        "arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}:job/*"
+    }
 
 
 def test_job_role_reads_cas_and_jobs_and_writes_only_jobs(template: dict[str, Any]) -> None:
