@@ -85,6 +85,19 @@ class UploadFailed(RenderOnAwsError):
     """An upload to the stack's bucket failed after retries."""
 
 
+class CorruptFrame(RenderOnAwsError):
+    """A frame image is not whole (truncated, bad checksum, wrong structure) or its S3 object does not match the
+    digest the worker recorded. The worker re-renders such a frame; the stitch refuses to make a video from it."""
+
+
+class NoSpace(RenderOnAwsError):
+    """The worker's disk filled up (ENOSPC) while fetching, rendering or uploading: retried, on another host."""
+
+
+class AccessDenied(RenderOnAwsError):
+    """S3 refused the worker (AccessDenied / 403): the job role or the bucket policy is wrong; retrying won't help."""
+
+
 ERRORS: dict[str, type[RenderOnAwsError]] = {
     cls.__name__: cls
     for cls in (
@@ -103,6 +116,9 @@ ERRORS: dict[str, type[RenderOnAwsError]] = {
         StackNotFound,
         ConnectionFailed,
         UploadFailed,
+        CorruptFrame,
+        NoSpace,
+        AccessDenied,
     )
 }
 
