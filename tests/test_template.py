@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from cfnlint.decode import cfn_yaml
+from render_on_aws.core.errors import AccessDenied, CorruptFrame, NoSpace, RenderFailed
+from render_worker import cli as worker_cli
 from render_worker import exitcodes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -379,6 +381,24 @@ def test_retry_strategy_matches_worker_exit_codes(template: dict[str, Any], logi
     }
     assert retried == {str(code) for code in exitcodes.RETRIED_EXIT_CODES}
     assert strategy["EvaluateOnExit"][-1] == {"OnExitCode": "*", "Action": "EXIT"}
+
+
+@pytest.mark.parametrize(("logical", "action"), [("RenderJobDefinition", "render"), ("StitchJobDefinition", "stitch")])
+def test_named_worker_faults_meet_the_retry_strategy(template: dict[str, Any], logical: str, action: str) -> None:
+    """A full disk is retried (elsewhere); S3 refusing the role is not; a corrupt frame is re-rendered by a retry of
+    the render, but the stitch would meet the same frames again."""
+    strategy = template["Resources"][logical]["Properties"]["RetryStrategy"]
+    reason = "Essential container in task exited"
+    expected = {
+        NoSpace: "RETRY",
+        AccessDenied: "EXIT",
+        CorruptFrame: "RETRY" if action == "render" else "EXIT",
+        RenderFailed: "EXIT",
+    }
+    decided = {cls: retry_decision(strategy, worker_cli.exit_code_for(action, cls("x")), reason) for cls in expected}
+    assert decided == expected
+    assert exitcodes.EXIT_NO_SPACE in exitcodes.RETRIED_EXIT_CODES
+    assert exitcodes.EXIT_ACCESS_DENIED not in exitcodes.RETRIED_EXIT_CODES
 
 
 @pytest.mark.parametrize("logical", ["RenderJobDefinition", "StitchJobDefinition"])

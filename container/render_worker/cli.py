@@ -205,10 +205,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exitcodes.EXIT_OK
 
 
+def exit_code_for(action: str, exc: RenderOnAwsError) -> int:
+    """75 (retried) for a named error another attempt may not meet, else 65."""
+    return exitcodes.EXIT_INTERRUPTED if isinstance(exc, RETRIED_ERRORS[action]) else exitcodes.EXIT_FAILED
+
+
 def _failed(s3: Any, bucket: str, job_id: str, action: str, chunk: int, attempt: int, exc: RenderOnAwsError) -> int:
     """Logs and records a named error; returns 75 for one another attempt may not meet, else 65."""
-    retried = isinstance(exc, RETRIED_ERRORS[action])
-    code = exitcodes.EXIT_INTERRUPTED if retried else exitcodes.EXIT_FAILED
+    code = exit_code_for(action, exc)
+    retried = code == exitcodes.EXIT_INTERRUPTED
     log.error("%s: %s%s", exc.name, exc.message, f" (exiting {code} so Batch retries)" if retried else "")
     report_error(s3, bucket, job_id, action, chunk, attempt, exc)
     return code
