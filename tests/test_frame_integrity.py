@@ -290,6 +290,7 @@ def test_s3_access_denied_is_named_and_not_retried(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # the default session caches the credentials it found
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=bucket)
     with pytest.raises(ClientError, match="AccessDenied"):  # the policy really is enforced
