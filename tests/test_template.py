@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from cfnlint.decode import cfn_yaml
 from render_contract import exitcodes, ids
+from render_contract.errors import AccessDenied, CorruptFrame, NoSpace, RenderFailed
+from render_worker import cli as worker_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -384,6 +386,24 @@ def test_retry_strategy_matches_worker_exit_codes(template: dict[str, Any], logi
     assert strategy["EvaluateOnExit"][-1] == {"OnExitCode": "*", "Action": "EXIT"}
 
 
+@pytest.mark.parametrize(("logical", "action"), [("RenderJobDefinition", "render"), ("StitchJobDefinition", "stitch")])
+def test_named_worker_faults_meet_the_retry_strategy(template: dict[str, Any], logical: str, action: str) -> None:
+    """A full disk is retried (elsewhere); S3 refusing the role is not; a corrupt frame is re-rendered by a retry of
+    the render, but the stitch would meet the same frames again."""
+    strategy = template["Resources"][logical]["Properties"]["RetryStrategy"]
+    reason = "Essential container in task exited"
+    expected = {
+        NoSpace: "RETRY",
+        AccessDenied: "EXIT",
+        CorruptFrame: "RETRY" if action == "render" else "EXIT",
+        RenderFailed: "EXIT",
+    }
+    decided = {cls: retry_decision(strategy, worker_cli.exit_code_for(action, cls("x")), reason) for cls in expected}
+    assert decided == expected
+    assert exitcodes.EXIT_NO_SPACE in exitcodes.RETRIED_EXIT_CODES
+    assert exitcodes.EXIT_ACCESS_DENIED not in exitcodes.RETRIED_EXIT_CODES
+
+
 @pytest.mark.parametrize("logical", ["RenderJobDefinition", "StitchJobDefinition"])
 def test_job_definitions_run_the_worker_command(template: dict[str, Any], logical: str) -> None:
     properties = template["Resources"][logical]["Properties"]
@@ -624,7 +644,9 @@ def test_artists_write_and_stop_only_their_own_jobs(template: dict[str, Any]) ->
     writes = {resource for action, resource in policy_grants(template, "ArtistPolicy") if action == "s3:PutObject"}
     for resource in writes - {"${RenderBucket.Arn}/cas/sha256/*"}:
         assert resource.startswith("${RenderBucket.Arn}/jobs/" + ARTIST_TAG + "-"), resource
-    stops = {resource for action, resource in policy_grants(template, "ArtistPolicy") if action == "states:StopExecution"}
+    stops = {
+        resource for action, resource in policy_grants(template, "ArtistPolicy") if action == "states:StopExecution"
+    }
     assert stops == {EXECUTIONS + ARTIST_TAG + "-*"}
     # The pipeline's outputs stay the pipeline's, whatever else is granted.
     denied = policy_grants(template, "ArtistPolicy", "Deny")

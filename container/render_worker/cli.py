@@ -7,13 +7,15 @@
 The chunk index is ``AWS_BATCH_JOB_ARRAY_INDEX`` (0 when unset, as for a plain job of one chunk).
 
 The exit code tells Batch's retry strategy what happened (see :mod:`render_worker.exitcodes`): 0 done, 65 a
-deterministic failure (cause logged and written to ``jobs/<jobId>/errors/``), 75 interrupted or a transient AWS
-error (retried; the retry renders only the frames still missing).
+deterministic failure (cause logged and written to ``jobs/<jobId>/errors/``), 75 interrupted, a transient AWS
+error, a full disk (``NoSpace``) or a frame that stays corrupt (``CorruptFrame``): retried, and the retry renders
+only the frames still missing. The record in ``errors/`` carries a name and a one-line message, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -21,13 +23,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from render_contract import exitcodes, layout
-from render_contract.errors import InvalidInput, RenderFailed, RenderOnAwsError, StitchFailed
+from render_contract.errors import (
+    AccessDenied,
+    CorruptFrame,
+    InvalidInput,
+    NoSpace,
+    RenderFailed,
+    RenderOnAwsError,
+    StitchFailed,
+)
 from render_contract.plan import Plan
 
 from . import s3io, signals
 
 log = logging.getLogger("render_worker")
 ACTIONS = ("render", "stitch")
+MESSAGE_LIMIT = 1000
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -75,13 +86,40 @@ def cross_check(plan: Plan, args: argparse.Namespace, job_id: str) -> None:
         )
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def named_fault(exc: BaseException) -> RenderOnAwsError | None:
+    """A full disk anywhere in the cause chain is ``NoSpace``; S3 refusing the role is ``AccessDenied``."""
+    for cause in _chain(exc):
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return NoSpace(f"the worker's disk is full: {cause.strerror or cause}")
+    for cause in _chain(exc):
+        if s3io.is_access_denied(cause):
+            operation = getattr(cause, "operation_name", "") or "a request"
+            return AccessDenied(f"S3 refused {operation}: {cause}")
+    return None
+
+
+def one_line(message: str) -> str:
+    """What the artist reads: one line, bounded (the log keeps the whole text)."""
+    line = " ".join(str(message).split())
+    return line if len(line) <= MESSAGE_LIMIT else line[: MESSAGE_LIMIT - 3] + "..."
+
+
 def report_error(
     s3: Any, bucket: str, job_id: str, action: str, chunk: int, attempt: int, exc: RenderOnAwsError
 ) -> None:
     """Writes the error record the add-on, the CLI and the state machine's cause point to; never raises."""
     record = {
         "error": exc.name,
-        "message": exc.message,
+        "message": one_line(exc.message),
         "frame": exc.frame,
         "chunk": chunk if action == "render" else None,
         "attempt": attempt,
@@ -136,10 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("interrupted (%s): exiting %d so Batch retries", exc, exitcodes.EXIT_INTERRUPTED)
         return exitcodes.EXIT_INTERRUPTED
     except RenderOnAwsError as exc:
-        log.error("%s: %s", exc.name, exc.message)
-        report_error(s3, output.bucket, job_id, args.action, chunk, attempt, exc)
-        return exc.exit_code
+        return _failed(s3, output.bucket, job_id, args.action, chunk, attempt, exc)
     except Exception as exc:
+        fault = named_fault(exc)
+        if fault is not None:
+            fault.frame = getattr(exc, "frame", None)
+            return _failed(s3, output.bucket, job_id, args.action, chunk, attempt, fault)
         if s3io.is_transient(exc):
             log.error("transient AWS error, exiting %d so Batch retries: %r", exitcodes.EXIT_INTERRUPTED, exc)
             return exitcodes.EXIT_INTERRUPTED
@@ -150,6 +190,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exitcodes.EXIT_FAILED
     log.info("%s done", args.action)
     return exitcodes.EXIT_OK
+
+
+def exit_code_for(action: str, exc: RenderOnAwsError) -> int:
+    """The error's own exit code (the vocabulary's), but for a corrupt frame met by the stitch: it is in S3
+    already, so stitching again would meet it again (only rendering it again helps)."""
+    if action == "stitch" and isinstance(exc, CorruptFrame):
+        return exitcodes.EXIT_FAILED
+    return exc.exit_code
+
+
+def _failed(s3: Any, bucket: str, job_id: str, action: str, chunk: int, attempt: int, exc: RenderOnAwsError) -> int:
+    """Logs and records a named error; returns 75 for one another attempt may not meet, else 65."""
+    code = exit_code_for(action, exc)
+    retried = code == exitcodes.EXIT_INTERRUPTED
+    log.error("%s: %s%s", exc.name, exc.message, f" (exiting {code} so Batch retries)" if retried else "")
+    report_error(s3, bucket, job_id, action, chunk, attempt, exc)
+    return code
 
 
 if __name__ == "__main__":

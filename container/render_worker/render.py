@@ -9,6 +9,12 @@ Why this shape:
   the next one renders: progress is visible at once and a retry renders only what is missing.
 * A frame is rendered to a local file first and uploaded whole (PutObject is atomic), so a worker killed at any
   moment never leaves a half-written frame in S3.
+* A frame counts as done only when it is whole: Blender says FINISHED even when the disk filled up under it, so
+  each image is checked (:mod:`render_worker.verify`) and rendered again when it is not, then uploaded with its
+  SHA-256 as the S3 checksum and as metadata. "Already in S3" means an object whose recorded digest matches its
+  stored checksum; anything else at a frame key (a foreign or truncated file) is rendered again and overwritten.
+* The file's own Python (registered text blocks, handlers, drivers) never runs: the worker opens the file with
+  auto-execution off, whatever the file or Blender's preferences say.
 * ``rendered frame N`` is logged once per frame, after its upload succeeded: the line means "rendered by this
   attempt and in S3". The local cloud's drill and the tests count these lines (``^rendered frame (\\d+)$``).
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,21 +34,39 @@ from typing import Any
 from render_contract import layout
 from render_contract.errors import (
     BlendFileUnreadable,
+    CorruptFrame,
     InvalidInput,
     MissingFrames,
     NoCamera,
+    NoSpace,
     RenderFailed,
     SceneNotFound,
 )
 from render_contract.plan import STILL_FORMATS, Plan
 
-from . import fetch, s3io, signals
+from . import fetch, s3io, signals, verify
 
 log = logging.getLogger("render_worker")
 UPLOAD_THREADS = 4
 FORMAT_OF_EXTENSION = {ext: fmt for fmt, ext in STILL_FORMATS.items()}
 GPU_BACKENDS = ("OPTIX", "CUDA")
 """Tried in this order when ``RENDER_DEVICE=GPU``; bpy's wheel ships the kernels of both."""
+RENDER_TRIES = 2
+"""Renders of one frame in one attempt before a frame that keeps coming out corrupt fails the attempt (retried)."""
+LOW_SPACE_BYTES = 64 << 20
+"""Below this much free space, a missing or corrupt image is blamed on the disk (``NoSpace``), not on the frame."""
+
+
+def open_blend(blend: Path, allow_scripts: bool = False) -> None:
+    """Opens the .blend with the file's Python off unless ``allow_scripts``: a registered text block, a handler it
+    would register and a Python-expression driver do not run. The farm renders files from artists it cannot vet,
+    with credentials to the bucket; ``use_scripts`` is passed explicitly so no preference or default can turn
+    auto-execution on. ``RuntimeError`` (an unreadable file) is the caller's to name."""
+    import bpy
+
+    bpy.ops.wm.open_mainfile(filepath=str(blend), load_ui=False, use_scripts=allow_scripts)
+    if not allow_scripts and getattr(bpy.app, "autoexec_fail", False):
+        log.info("the file's scripts were not run (auto-execution is off on the farm)")
 
 
 def attach_frame(exc: Exception, frame: int | None) -> Exception:
@@ -97,7 +122,7 @@ class Renderer:
         self.out_dir = out_dir
         self.extension = plan.frame_extension
         try:
-            bpy.ops.wm.open_mainfile(filepath=str(blend), load_ui=False)
+            open_blend(blend)
         except RuntimeError as exc:
             raise BlendFileUnreadable(f"Blender cannot open {blend.name}: {str(exc).strip()}") from exc
         scene = bpy.data.scenes.get(plan.scene)
@@ -178,7 +203,28 @@ class Renderer:
         raise RenderFailed("RENDER_DEVICE=GPU but Cycles found no OptiX or CUDA device (driver missing?)")
 
     def render(self, frame: int) -> Path:
-        """Renders one frame to ``out_dir/<frame>.<ext>``; any failure is ``RenderFailed`` for that frame."""
+        """Renders one frame to ``out_dir/<frame>.<ext>`` and checks the image is whole, rendering it again when it
+        is not. A frame that stays corrupt is ``CorruptFrame`` (retried), or ``NoSpace`` when the disk is full; a
+        failure Blender reports is ``RenderFailed``."""
+        why = ""
+        for attempt in range(1, RENDER_TRIES + 1):
+            path = self._render_once(frame)
+            why = verify.file_defect(path, self.extension) or ""
+            if not why:
+                return path
+            log.warning(
+                "frame %d: the image Blender wrote is not whole (%s); render %d of %d",
+                frame,
+                why,
+                attempt,
+                RENDER_TRIES,
+            )
+        _check_space(self.out_dir, frame)
+        raise attach_frame(
+            CorruptFrame(f"frame {frame}: the image stays corrupt after {RENDER_TRIES} renders: {why}"), frame
+        )
+
+    def _render_once(self, frame: int) -> Path:
         scene = self.scene
         stem = self.out_dir / f"{frame:0{layout.FRAME_DIGITS}d}"
         expected = stem.with_name(f"{stem.name}.{self.extension}")
@@ -192,8 +238,16 @@ class Renderer:
         if "FINISHED" not in result:
             raise attach_frame(RenderFailed(f"frame {frame}: Blender returned {sorted(result)}"), frame)
         if not expected.is_file() or expected.stat().st_size == 0:
+            _check_space(self.out_dir, frame)
             raise attach_frame(RenderFailed(f"frame {frame}: Blender wrote no image at {expected.name}"), frame)
         return expected
+
+
+def _check_space(directory: Path, frame: int) -> None:
+    """Blender reports a failed image write only on its console; a nearly full disk is the likely cause."""
+    free = shutil.disk_usage(directory).free
+    if free < LOW_SPACE_BYTES:
+        raise attach_frame(NoSpace(f"frame {frame}: the image was not written whole; {free >> 20} MiB free"), frame)
 
 
 def render_chunk(plan: Plan, index: int, s3: Any, bucket: str, workdir: Path | None = None) -> ChunkReport:
@@ -204,13 +258,17 @@ def render_chunk(plan: Plan, index: int, s3: Any, bucket: str, workdir: Path | N
     ext = plan.frame_extension
 
     t = time.perf_counter()
-    present = s3io.list_frames(s3, bucket, plan.job_id, ext)
+    present, untrusted = s3io.verified_frames(s3, bucket, plan.job_id, ext, report.frames)
     report.list_s = time.perf_counter() - t
     todo = [f for f in report.frames if f not in present]
     for frame in report.frames:
         if frame in present:
             report.skipped.append(frame)
             log.info("skipped frame %d (already in S3)", frame)
+        elif frame in untrusted:
+            log.warning(
+                "frame %d in S3 has no matching recorded SHA-256 (foreign or corrupt): rendering it again", frame
+            )
     log.info(
         "chunk %d: %d frames (%s), %d to render",
         index,
@@ -224,7 +282,7 @@ def render_chunk(plan: Plan, index: int, s3: Any, bucket: str, workdir: Path | N
             _render_frames(plan, s3, bucket, Path(tmp), todo, report)
 
     t = time.perf_counter()
-    missing = sorted(set(report.frames) - s3io.list_frames(s3, bucket, plan.job_id, ext))
+    missing = sorted(set(report.frames) - s3io.verified_frames(s3, bucket, plan.job_id, ext, report.frames)[0])
     report.list_s += time.perf_counter() - t
     report.total_s = time.perf_counter() - started
     log.info("%s", report.summary())
@@ -252,7 +310,8 @@ def _render_frames(plan: Plan, s3: Any, bucket: str, tmp: Path, todo: list[int],
     report.open_s = time.perf_counter() - t
 
     def upload(frame: int, path: Path) -> None:
-        s3io.upload(s3, path, bucket, layout.frame_key(plan.job_id, frame, plan.frame_extension))
+        digest = s3io.sha256_file(path)  # of the bytes just verified: S3 refuses the PUT if the body differs
+        s3io.upload_frame(s3, path, bucket, layout.frame_key(plan.job_id, frame, plan.frame_extension), digest)
         path.unlink(missing_ok=True)
         report.rendered.append(frame)
         log.info("rendered frame %d", frame)

@@ -8,9 +8,13 @@ one (a missing key, a forbidden bucket: retrying will not help, exit 65).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
@@ -20,6 +24,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    FlexibleChecksumError,
     ReadTimeoutError,
 )
 from render_contract import layout
@@ -39,6 +44,12 @@ TRANSIENT_CODES = frozenset(
         "ExpiredTokenException",
     }
 )
+
+
+ACCESS_DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
+DIGEST_METADATA = "sha256"
+"""Object metadata key (``x-amz-meta-sha256``) holding the hex SHA-256 the worker computed of the frame it verified."""
+PARALLEL_HEADS = 16
 
 
 class TransientError(Exception):
@@ -77,6 +88,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
+def is_access_denied(exc: BaseException) -> bool:
+    """S3 refused the credentials or the bucket policy: a later attempt with the same role will be refused too."""
+    if not isinstance(exc, ClientError) or is_transient(exc):
+        return False
+    code = exc.response.get("Error", {}).get("Code")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ACCESS_DENIED_CODES or status == 403
+
+
 def is_not_found(exc: BaseException) -> bool:
     if not isinstance(exc, ClientError):
         return False
@@ -109,6 +129,105 @@ def upload(s3: Any, path: os.PathLike[str] | str, bucket: str, key: str, content
     so a worker killed mid-upload never leaves a half-written frame behind."""
     extra = {"ContentType": content_type} if content_type else None
     s3.upload_file(os.fspath(path), bucket, key, ExtraArgs=extra)
+
+
+def sha256_file(path: os.PathLike[str] | str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def upload_frame(s3: Any, path: os.PathLike[str] | str, bucket: str, key: str, sha256_hex: str) -> None:
+    """Uploads a verified frame with its SHA-256 twice over: as the S3 checksum (S3 recomputes it from the body and
+    refuses the PUT on a mismatch, so the object is the bytes that were verified) and as metadata, which is what
+    marks the object as the worker's. One PutObject: frames are far below its 5 GB limit, and it is atomic."""
+    checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+    with open(path, "rb") as body:
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum,
+            Metadata={DIGEST_METADATA: sha256_hex},
+        )
+
+
+def _stored_hex(checksum: str | None) -> str | None:
+    if not checksum or "-" in checksum:  # a composite (multipart) checksum is not the object's digest
+        return None
+    try:
+        raw = base64.b64decode(checksum, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 32 else None
+
+
+def recorded_digest(s3: Any, bucket: str, key: str) -> str | None:
+    """The object's SHA-256 when the digest the worker recorded matches the checksum S3 stored, else None.
+
+    An object planted by anything else (no metadata, another checksum, none at all) is not the worker's frame:
+    it is rendered again and overwritten, never trusted."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    recorded = str(head.get("Metadata", {}).get(DIGEST_METADATA, "")).lower()
+    stored = _stored_hex(head.get("ChecksumSHA256"))
+    return recorded if recorded and recorded == stored else None
+
+
+def verified_frames(
+    s3: Any, bucket: str, job_id: str, extension: str, frames: Iterable[int]
+) -> tuple[set[int], set[int]]:
+    """(frames whose object carries a matching recorded digest, frames present in S3 without one), for ``frames``.
+
+    One listing, then a HEAD per listed frame (in parallel): a listing shows neither metadata nor checksum values.
+    """
+    wanted = set(frames)
+    present = sorted(list_frames(s3, bucket, job_id, extension) & wanted)
+    if not present:
+        return set(), set()
+
+    def check(frame: int) -> bool:
+        return recorded_digest(s3, bucket, layout.frame_key(job_id, frame, extension)) is not None
+
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_HEADS, len(present))) as pool:
+        results = list(pool.map(check, present))
+    good = {frame for frame, ok in zip(present, results, strict=True) if ok}
+    return good, set(present) - good
+
+
+def download_verified(s3: Any, bucket: str, key: str, path: os.PathLike[str] | str) -> str | None:
+    """Downloads an object the worker uploaded; returns why it cannot be trusted, or None when the bytes hash to
+    both the recorded digest and the stored checksum (botocore also checks the body against the latter)."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except ClientError as exc:
+        if is_not_found(exc):
+            return "not in S3"
+        raise
+    digest = hashlib.sha256()
+    try:
+        with open(path, "wb") as handle:
+            for block in response["Body"].iter_chunks(1 << 20):
+                digest.update(block)
+                handle.write(block)
+    except FlexibleChecksumError:
+        return "its bytes do not match the checksum S3 stored"
+    actual = digest.hexdigest()
+    recorded = str(response.get("Metadata", {}).get(DIGEST_METADATA, "")).lower()
+    stored = _stored_hex(response.get("ChecksumSHA256"))
+    if not recorded or not stored:
+        return "no recorded SHA-256 (not uploaded by the worker)"
+    if not actual == recorded == stored:
+        return f"its SHA-256 {actual[:12]}... does not match the recorded {recorded[:12]}..."
+    return None
 
 
 def list_frames(s3: Any, bucket: str, job_id: str, extension: str) -> set[int]:

@@ -5,6 +5,10 @@ missing frame. Here a missing frame fails the job by name (``MissingFrames``), t
 locally so FFmpeg sees one contiguous sequence whatever the frame step, ``-framerate`` is the plan's exact
 fraction (30000/1001 stays 30000/1001), odd sizes get one pixel of padding (yuv420p needs even dimensions), and
 ``+faststart`` lets the video play while it downloads. The frames stay in S3.
+
+Every frame is checked before FFmpeg sees it: its bytes must hash to the SHA-256 the worker recorded and S3
+stored, and its structure must be whole (:mod:`render_worker.verify`). A frame that is not fails the stitch by
+name (``CorruptFrame``, listing every such frame) rather than putting a smear or a truncated image in the video.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from render_contract import layout
-from render_contract.errors import MissingFrames, StitchFailed
+from render_contract.errors import CorruptFrame, MissingFrames, NoSpace, StitchFailed
 from render_contract.plan import Plan
 
-from . import s3io, signals
+from . import s3io, signals, verify
 from .render import attach_frame
 
 log = logging.getLogger("render_worker")
@@ -104,14 +108,23 @@ def stitch(plan: Plan, s3: Any, bucket: str, workdir: Path | None = None) -> str
         seq = Path(tmp) / "seq"
         seq.mkdir()
 
-        def fetch(item: tuple[int, int]) -> None:
+        def fetch(item: tuple[int, int]) -> str | None:
             position, frame = item
             signals.check()
-            s3io.download(s3, bucket, layout.frame_key(plan.job_id, frame, ext), seq / f"{position:06d}.{ext}")
+            local = seq / f"{position:06d}.{ext}"
+            why = s3io.download_verified(s3, bucket, layout.frame_key(plan.job_id, frame, ext), local)
+            return why or verify.file_defect(local, ext)
 
         with ThreadPoolExecutor(max_workers=PARALLEL_DOWNLOADS) as pool:
-            list(pool.map(fetch, enumerate(frames)))
-        log.info("downloaded %d frames (%s)", len(frames), s3io.describe_frames(frames))
+            defects = dict(zip(frames, pool.map(fetch, enumerate(frames)), strict=True))
+        corrupt = {frame: why for frame, why in defects.items() if why}
+        if corrupt:
+            listed = "; ".join(f"{frame} ({why})" for frame, why in sorted(corrupt.items())[:10])
+            more = f"; ... ({len(corrupt)} frames)" if len(corrupt) > 10 else ""
+            raise attach_frame(
+                CorruptFrame(f"{len(corrupt)} of {len(frames)} frames are corrupt: {listed}{more}"), min(corrupt)
+            )
+        log.info("downloaded and verified %d frames (%s)", len(frames), s3io.describe_frames(frames))
         signals.check()
 
         out = Path(tmp) / "video.mp4"
@@ -144,4 +157,6 @@ def _run_ffmpeg(command: list[str]) -> None:
         if code != 0:
             errors.seek(0)
             tail = errors.read().decode(errors="replace").strip()[-2000:]
+            if "No space left on device" in tail:
+                raise NoSpace(f"the disk filled up while FFmpeg wrote the video: {tail.splitlines()[-1]}")
             raise StitchFailed(f"FFmpeg exited {code}: {tail}")

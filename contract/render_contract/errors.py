@@ -118,6 +118,25 @@ class UnsafeDownloadKey(RenderOnAwsError):
     """A warning: an output key would not be a safe local file name inside the download folder; it was skipped."""
 
 
+class CorruptFrame(RenderOnAwsError):
+    """A frame image is not whole (truncated, bad checksum, wrong structure) or its S3 object does not match the
+    digest the worker recorded. The worker renders such a frame again; the stitch refuses to make a video of it."""
+
+    exit_code = EXIT_INTERRUPTED
+    retryable = True
+
+
+class NoSpace(RenderOnAwsError):
+    """The worker's disk filled up (ENOSPC) while fetching, rendering or uploading: retried, on another host."""
+
+    exit_code = EXIT_INTERRUPTED
+    retryable = True
+
+
+class AccessDenied(RenderOnAwsError):
+    """S3 refused the worker (AccessDenied / 403): the job role or the bucket policy is wrong; retrying won't help."""
+
+
 class Interrupted(RenderOnAwsError):
     """The attempt was stopped (SIGTERM: a Spot notice, a Batch stop) or met a transient AWS error."""
 

@@ -7,10 +7,14 @@ code   meaning                                                                  
 =====  ==========================================================================  ==============
 0      every frame of the chunk is in S3 (or the video is)                          success
 65     deterministic failure: the file won't open, a frame won't render, frames    EXIT (no retry)
-       are missing, bad input. The cause is in the log and ``jobs/<id>/errors/``.
+       are missing or corrupt in S3 (stitch), bad input, S3 refuses the role
+       (``AccessDenied``). The cause is in the log and ``jobs/<id>/errors/``.
 75     interrupted: SIGTERM (Spot notice, Batch stop) or a transient AWS error;    RETRY
        the frame upload in flight was finished first, so the retry renders only
-       what is missing.
+       what is missing. Also a full disk (``NoSpace``) and a frame that stays
+       corrupt after re-rendering (``CorruptFrame``), recorded in ``errors/``:
+       Batch may place the retry on another host. (They share 75 because a
+       retry strategy holds at most 5 ``evaluateOnExit`` rules.)
 137    killed by SIGKILL (stop timeout ran out, or out of memory)                   RETRY
 =====  ==========================================================================  ==============
 
@@ -22,5 +26,8 @@ EXIT_OK = 0
 EXIT_FAILED = 65
 EXIT_INTERRUPTED = 75
 EXIT_KILLED = 137
+EXIT_NO_SPACE = EXIT_INTERRUPTED
+EXIT_CORRUPT_FRAME = EXIT_INTERRUPTED
+EXIT_ACCESS_DENIED = EXIT_FAILED
 RETRIED_EXIT_CODES = (EXIT_INTERRUPTED, EXIT_KILLED)
 HOST_LOST_REASON_PREFIX = "Host EC2"
