@@ -47,6 +47,11 @@ class RenderOnAwsPreferences(bpy.types.AddonPreferences):
     )
     region: StringProperty(name="Region", description="AWS region of the stack (empty: the profile's region)")
     stack: StringProperty(name="Stack", description="Name of the CloudFormation stack", default=DEFAULT_STACK)
+    artist: StringProperty(
+        name="Artist tag",
+        description="Your render-artist IAM tag (letters and digits), which your admin set: your job ids start with "
+        "it, and the stack lets you change and stop only those jobs. Empty: no prefix (admins, the local cloud)",
+    )
     endpoint: StringProperty(
         name="Endpoint",
         description='The endpoint URL that "python -m localcloud" prints on its first line',
@@ -55,9 +60,14 @@ class RenderOnAwsPreferences(bpy.types.AddonPreferences):
 
     def connection_settings(self) -> ConnectionSettings:
         if self.connection_kind == "LOCAL":
-            return ConnectionSettings(stack=self.stack or DEFAULT_STACK, endpoint=self.endpoint.strip() or None)
+            return ConnectionSettings(
+                stack=self.stack or DEFAULT_STACK, endpoint=self.endpoint.strip() or None, artist=self.artist or None
+            )
         return ConnectionSettings(
-            stack=self.stack or DEFAULT_STACK, region=self.region.strip() or None, profile=self.profile.strip() or None
+            stack=self.stack or DEFAULT_STACK,
+            region=self.region.strip() or None,
+            profile=self.profile.strip() or None,
+            artist=self.artist.strip() or None,
         )
 
     def draw(self, context: bpy.types.Context) -> None:
@@ -69,6 +79,7 @@ class RenderOnAwsPreferences(bpy.types.AddonPreferences):
         if self.connection_kind == "AWS":
             layout.prop(self, "profile", icon="USER")
             layout.prop(self, "region")
+            layout.prop(self, "artist", icon="USER")
         else:
             layout.prop(self, "endpoint")
         layout.prop(self, "stack")

@@ -157,7 +157,8 @@ def test_shared_file_with_camera_plans_250_frames(run: Run) -> None:
     assert (plan.resolution_x, plan.resolution_y, plan.resolution_percentage) == (2048, 858, 100)
     assert (plan.blender_version, plan.file_format, plan.frame_extension) == ("2.93", "PNG", "png")
     assert plan.frames_per_job == 4 and len(plan.chunks) == 63  # auto: ceil(250 / 64 slots)
-    assert [frame for chunk in plan.chunks for frame in chunk] == list(range(1, 251))
+    assert sorted(frame for chunk in plan.chunks for frame in chunk) == list(range(1, 251))
+    assert [chunk[0] for chunk in plan.chunks[:4]] == [1, 129, 65, 193]  # progressive: first frames span the shot
 
 
 def test_corrupt_only_magic_is_unreadable(run: Run) -> None:
@@ -259,7 +260,7 @@ def test_more_than_10000_chunks_raises_frames_per_job(run: Run, scenes: dict[str
 
 def test_one_chunk(run: Run, scenes: dict[str, Path]) -> None:
     summary = run(scenes["basic"], framesPerJob=100)
-    assert summary["chunkCount"] == 1 and read_plan(summary).chunks == [[1, 2, 3, 4, 5, 6]]
+    assert summary["chunkCount"] == 1 and read_plan(summary).chunks == [[1, 5, 3, 2, 6, 4]]  # coarse to fine
     assert summary["batch"]["framesPerJob"] == "100"
 
 
@@ -309,7 +310,14 @@ def test_manifest_input(run: Run, scenes: dict[str, Path], env: str) -> None:
     del files["tex/wood.png"]
     files["tex/missing.png"] = "0" * 64
     uri = upload(env, json.dumps(manifest).encode(), layout.manifest_key("manifest-job-2"))
-    assert "not uploaded" in refused(errors.InputNotFound, run, manifestUri=uri)
+    assert "not uploaded" in refused(errors.InputNotFound, run, manifestUri=uri, job_id="manifest-job-2")
+
+
+def test_a_manifest_must_be_the_jobs_own(run: Run, env: str) -> None:
+    """Artists may write manifests only under their own jobs' prefixes (template.yaml's ArtistPolicy); an execution
+    must not run, under its own name, a manifest that lives under another job's prefix."""
+    uri = f"s3://{env}/{layout.manifest_key('someone-elses-job')}"
+    assert "this job's own" in refused(errors.InvalidInput, run, manifestUri=uri, job_id="my-job")
 
 
 @pytest.mark.parametrize(
@@ -325,7 +333,7 @@ def test_manifest_input(run: Run, scenes: dict[str, Path], env: str) -> None:
     ],
 )
 def test_bad_manifest(run: Run, env: str, manifest: bytes) -> None:
-    refused(errors.InvalidInput, run, manifestUri=upload(env, manifest, "jobs/bad/manifest.json"))
+    refused(errors.InvalidInput, run, manifestUri=upload(env, manifest, "jobs/bad/manifest.json"), job_id="bad")
 
 
 def test_bare_execution_input_gets_a_job_id(app: ModuleType, env: str, scenes: dict[str, Path]) -> None:
@@ -381,7 +389,7 @@ def test_outside_bucket(run: Run, scenes: dict[str, Path], env: str) -> None:
 
 def test_missing_object(run: Run, env: str) -> None:
     refused(errors.InputNotFound, run, inputUri=f"s3://{env}/uploads/nothing-here.blend")
-    refused(errors.InputNotFound, run, manifestUri=f"s3://{env}/jobs/nothing/manifest.json")
+    refused(errors.InputNotFound, run, manifestUri=f"s3://{env}/jobs/nothing/manifest.json", job_id="nothing")
 
 
 @pytest.mark.parametrize("case", ["empty", "text", "png", "truncated", "half", "bad-gzip", "bad-zstd", "header-only"])

@@ -742,3 +742,27 @@ def test_spot_compute_environment(template: dict[str, Any]) -> None:
     assert "SecurityGroupIngress" not in group and group["SecurityGroupEgress"]
     launch = resources["WorkerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
     assert launch["MetadataOptions"]["HttpTokens"] == "required"
+
+
+def test_the_clients_keys_and_execution_names_fall_under_the_artists_own_grants(template: dict[str, Any]) -> None:
+    """What the client writes and stops (ids.new_job_id with the artist tag) is what ArtistPolicy lets that artist
+    write and stop, and never what it lets another artist do."""
+    from render_contract import layout
+
+    def grants_for(artist: str, action: str) -> set[str]:
+        return {
+            resource.replace(ARTIST_TAG, artist)
+            for granted, resource in policy_grants(template, "ArtistPolicy")
+            if granted == action and ARTIST_TAG in resource
+        }
+
+    job_id = ids.new_job_id("Shot 010, take 2", artist="alice")
+    manifest = "${RenderBucket.Arn}/" + layout.manifest_key(job_id)
+    execution = EXECUTIONS + job_id
+    for artist, allowed in (("alice", True), ("bob", False), ("ali", False)):
+        writes, stops = grants_for(artist, "s3:PutObject"), grants_for(artist, "states:StopExecution")
+        assert writes and stops
+        assert any(fnmatch.fnmatchcase(manifest, pattern) for pattern in writes) is allowed, artist
+        assert any(fnmatch.fnmatchcase(execution, pattern) for pattern in stops) is allowed, artist
+    with pytest.raises(ids.InvalidInput):
+        ids.new_job_id("x", artist="al-ice")  # a '-' in the tag would let "al" match "al-ice"'s jobs

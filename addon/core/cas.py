@@ -130,7 +130,9 @@ def _survey(s3: Any, bucket: str, files: Iterable[StoredFile]) -> tuple[list[Sto
         try:
             head = s3.head_object(Bucket=bucket, Key=cas_key(stored.sha256), ChecksumMode="ENABLED")
         except botocore.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            # 403: without s3:ListBucket on the key S3 answers a HEAD of a missing object with 403, not 404 (the
+            # artist policy lists cas/ by prefix only); the upload that follows says whether writing is allowed.
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "403", "Forbidden"):
                 return "absent"
             raise
         return "held" if holds(head, stored) else "corrupt"

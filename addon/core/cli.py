@@ -6,12 +6,14 @@ Exit status 0 on success; otherwise non-zero with the error's name on the last l
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from pathlib import Path
 from typing import TextIO
 
 from render_contract.errors import InvalidInput, MissingDependencies, RenderOnAwsError
+from render_contract.ids import ARTIST_TAG
 
 from .connection import DEFAULT_STACK, Connection, ConnectionSettings
 from .download_paths import SkippedKey
@@ -23,6 +25,7 @@ from .progress import EtaEstimator, bar, describe
 from .starting import stop, submit_prepared
 
 EXIT_FAILED = 1
+ARTIST_ENV = "RENDER_ON_AWS_ARTIST"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -56,6 +59,11 @@ def parser() -> argparse.ArgumentParser:
     main.add_argument("--region", help="AWS region (default: your AWS config's)")
     main.add_argument("--profile", help="AWS profile (default: boto3's credential chain)")
     main.add_argument("--stack", default=DEFAULT_STACK, help=f"stack name (default: {DEFAULT_STACK})")
+    main.add_argument(
+        "--artist",
+        default=os.environ.get(ARTIST_ENV) or None,
+        help=f"your {ARTIST_TAG} IAM tag, which starts your job ids (default: ${ARTIST_ENV})",
+    )
     main.add_argument("--poll-interval", type=float, help="seconds between status polls (default 10; 0.5 locally)")
     commands = main.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -113,7 +121,9 @@ class ProgressPrinter:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = ConnectionSettings(stack=args.stack, region=args.region, profile=args.profile, endpoint=args.endpoint)
+    settings = ConnectionSettings(
+        stack=args.stack, region=args.region, profile=args.profile, endpoint=args.endpoint, artist=args.artist
+    )
     connection = Connection(settings)
     printer = ProgressPrinter()
 

@@ -30,6 +30,8 @@ class ConnectionSettings:
     profile: str | None = None
     endpoint: str | None = None
     """An endpoint URL (the local cloud's); None for AWS."""
+    artist: str | None = None
+    """The artist's ``render-artist`` IAM tag: job ids start with it, as the stack's artist policy requires."""
 
     @property
     def is_local(self) -> bool:

@@ -29,7 +29,7 @@ def submit_prepared(
     """Uploads what the bucket lacks, writes the manifest, starts the execution (named after the job id)."""
     outputs = connection.outputs
     s3 = connection.client("s3")
-    job_id = ids.new_job_id(prepared.job_name)
+    job_id = ids.new_job_id(prepared.job_name, artist=connection.settings.artist)
     manifest = prepared.manifest()
     execution_input = prepared.request.execution_input(job_id, outputs.bucket, prepared.job_name)
     try:

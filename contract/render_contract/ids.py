@@ -19,6 +19,11 @@ JOB_ID_LIMIT = 80
 _JOB_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_-]{{0,{JOB_ID_LIMIT - 1}}}$")
 _NAME_PART = 40
 _SAFE = re.compile(r"[^A-Za-z0-9]+")
+_ARTIST = re.compile(r"^[A-Za-z0-9]{1,32}$")
+ARTIST_TAG = "render-artist"
+"""The IAM principal tag whose value prefixes an artist's job ids: template.yaml's ArtistPolicy lets an artist
+write manifests under ``jobs/<tag>-*`` and stop executions named ``<tag>-*`` only."""
+_SUFFIX_LENGTH = len("-20261204-101010-abcdef")
 
 
 def check_job_id(job_id: object) -> str:
@@ -32,11 +37,24 @@ def is_job_id(text: str) -> bool:
     return bool(_JOB_ID.match(text))
 
 
-def new_job_id(job_name: str, now: datetime | None = None) -> str:
-    """Unique per submission and readable in the console: ``<name>-<UTC time>-<random>``."""
-    stem = _SAFE.sub("_", safe_name(job_name, _NAME_PART)).strip("_")[:_NAME_PART] or "render"
+def check_artist(artist: object) -> str:
+    """An artist tag is 1 to 32 letters or digits: no '-' (``ann`` must not match ``ann-b``'s jobs), no '/'."""
+    if not isinstance(artist, str) or not _ARTIST.match(artist):
+        raise InvalidInput(f"the artist tag must be 1 to 32 letters or digits, got {artist!r:.40}")
+    return artist
+
+
+def new_job_id(job_name: str, now: datetime | None = None, artist: str | None = None) -> str:
+    """Unique per submission and readable in the console: ``[<artist>-]<name>-<UTC time>-<random>``.
+
+    With an artist tag (the value of the artist's ``render-artist`` IAM tag) the id starts with it, which is what
+    the stack's artist policy lets that artist write and stop; the name part shrinks so the id fits 80 characters.
+    """
+    owner = f"{check_artist(artist)}-" if artist else ""
+    room = min(_NAME_PART, JOB_ID_LIMIT - _SUFFIX_LENGTH - len(owner))
+    stem = _SAFE.sub("_", safe_name(job_name, room)).strip("_")[:room] or "render"
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
-    return check_job_id(f"{stem}-{stamp}-{uuid.uuid4().hex[:6]}")
+    return check_job_id(f"{owner}{stem}-{stamp}-{uuid.uuid4().hex[:6]}")
 
 
 def execution_arn(state_machine_arn: str, job_id: str) -> str:

@@ -126,6 +126,11 @@ def _handle(event: Any) -> dict[str, Any]:
     logger.info("counting frames", extra={"job_id": job_id, "input": str(request.source)})
 
     if request.manifest is not None:
+        if request.manifest.key != layout.manifest_key(job_id):
+            raise InvalidInput(
+                f"manifestUri must be this job's own {layout.manifest_key(job_id)} (artists write manifests only "
+                f"under their own jobs), not {request.manifest.key!r:.200}"
+            )
         manifest = read_manifest(s3, request.manifest)
         blend_key = layout.cas_key(manifest.main_digest)
         main_file = manifest.main

@@ -198,3 +198,11 @@ def test_the_contract_imports_nothing_outside_the_standard_library() -> None:
             else:
                 continue
             assert roots <= set(sys.stdlib_module_names) | {"__future__"}, (module.name, roots)
+
+
+def test_an_artists_job_ids_start_with_the_tag_and_fit_an_execution_name() -> None:
+    job_id = ids.new_job_id("A very long shot name " * 5, artist="A" * 32)
+    assert job_id.startswith("A" * 32 + "-") and len(job_id) <= ids.JOB_ID_LIMIT and ids.check_job_id(job_id)
+    for bad in ("ann-b", "ann/b", "x" * 33, "ünï"):
+        with pytest.raises(InvalidInput):
+            ids.new_job_id("shot", artist=bad)

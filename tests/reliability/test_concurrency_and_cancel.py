@@ -100,7 +100,18 @@ def test_cancel_stops_the_execution_every_batch_job_and_every_worker(
     assert wait_for(lambda: not workers(drill_cloud, job_id), timeout=60), "a worker kept running after cancel"
     import psutil
 
-    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    def still_running() -> list[int]:
+        running = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    running.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return running
+
+    # The executor forgets a worker when it is told to stop; on a loaded machine the process needs a moment more.
+    assert wait_for(lambda: not still_running(), timeout=30), f"workers {still_running()} outlived the cancel"
 
     batch = drill_cloud.client("batch")
     parent = wait_for(lambda: (d := batch.describe_jobs(jobs=[parent_id])["jobs"][0])["status"] == "FAILED" and d)
