@@ -151,21 +151,23 @@ def probe(bucket: str, key: str, tmp_path: Path) -> dict:
 
 def test_render_uploads_every_frame_and_a_rerun_skips_them(bucket: str, tiny_scene: Path) -> None:
     plan = make_plan(bucket, "job-render", upload_blend(bucket, tiny_scene), frames_per_job=3)
+    assert plan.chunks == [[1, 3, 6], [5, 2, 4]]  # progressive order, dealt round-robin
 
     first = run_worker("render", plan, index=1)
     assert first.returncode == exitcodes.EXIT_OK, first.stderr
-    assert sorted(rendered(first.stderr)) == [4, 5, 6]
-    assert sorted(frames_in_s3(bucket, plan.job_id)) == [4, 5, 6]
+    assert sorted(rendered(first.stderr)) == [2, 4, 5]
+    assert [int(n) for n in re.findall(r"frame (\d+): render", first.stderr)] == [5, 2, 4]  # in list order
+    assert sorted(frames_in_s3(bucket, plan.job_id)) == [2, 4, 5]
     assert all(data.startswith(PNG_SIGNATURE) for data in frames_in_s3(bucket, plan.job_id).values())
 
     again = run_worker("render", plan, index=1)
     assert again.returncode == exitcodes.EXIT_OK, again.stderr
     assert rendered(again.stderr) == []
-    assert [int(n) for n in SKIPPED.findall(again.stderr)] == [4, 5, 6]
+    assert [int(n) for n in SKIPPED.findall(again.stderr)] == [5, 2, 4]
 
     no_index = run_worker("render", plan, index=None)  # a plain job (one chunk) has no array index: chunk 0
     assert no_index.returncode == exitcodes.EXIT_OK, no_index.stderr
-    assert sorted(rendered(no_index.stderr)) == [1, 2, 3]
+    assert sorted(rendered(no_index.stderr)) == [1, 3, 6]
     assert sorted(frames_in_s3(bucket, plan.job_id)) == [1, 2, 3, 4, 5, 6]
 
 

@@ -58,8 +58,28 @@ def auto_frames_per_job(frame_count: int, parallel_chunks: int) -> int:
     return max(1, math.ceil(frame_count / max(1, parallel_chunks)))
 
 
+def coarse_to_fine(count: int) -> list[int]:
+    """Indices ``0..count-1`` coarse to fine (van der Corput / bit-reversal order): 0, then the middle, then the
+    quarters, the eighths... so every prefix of the list is spread over the whole range, each gap at most about
+    twice ``count / len(prefix)``."""
+    order = [0]
+    size = 1
+    while size < count:
+        size *= 2
+    stride = size
+    while stride > 1:  # [0] -> [0, s/2] -> [0, s/2, s/4, 3s/4] -> ...: each level fills the middle of the last's gaps
+        stride //= 2
+        order += [index + stride for index in order]
+    return [index for index in order if index < count] if count > 0 else []
+
+
 def chunk(frames: list[int], frames_per_job: int) -> tuple[list[list[int]], int, bool]:
     """Split frames into chunks; raise frames per job when Batch's array limit would be exceeded.
+
+    Progressive order: the frames are put coarse to fine (:func:`coarse_to_fine`) and dealt round-robin to the
+    ``ceil(frames / frames_per_job)`` chunks, so each chunk's list (rendered in list order, in one Blender) is
+    itself coarse to fine, and the frames the chunks render k-th together extend the same coarse-to-fine prefix:
+    the frames that finish first spread over the whole shot. A chunk holds at most ``frames_per_job`` frames.
 
     Returns (chunks, frames_per_job actually used, whether it was raised).
     """
@@ -69,7 +89,9 @@ def chunk(frames: list[int], frames_per_job: int) -> tuple[list[list[int]], int,
     if math.ceil(len(frames) / frames_per_job) > MAX_ARRAY_SIZE:
         frames_per_job = math.ceil(len(frames) / MAX_ARRAY_SIZE)
         raised = True
-    chunks = [frames[i : i + frames_per_job] for i in range(0, len(frames), frames_per_job)]
+    count = math.ceil(len(frames) / frames_per_job)
+    ordered = [frames[index] for index in coarse_to_fine(len(frames))]
+    chunks = [ordered[i::count] for i in range(count)]
     return chunks, frames_per_job, raised
 
 
