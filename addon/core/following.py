@@ -49,6 +49,9 @@ class JobStatus:
     frames_done: int = 0
     frames_total: int | None = None
     last_frame: int | None = None
+    longest_gap: int | None = None
+    """The longest run of planned frames not yet in S3 (None until the plan is known): how far the frames done
+    are from spanning the shot."""
     error: str | None = None
     cause: str | None = None
     video_key: str | None = None
@@ -76,6 +79,7 @@ class JobWatcher:
         self._sfn = connection.client("stepfunctions")
         self._s3 = connection.client("s3")
         self._frames_total: int | None = None
+        self._planned: list[int] | None = None
         self.calls = 0
 
     def poll(self) -> JobStatus:
@@ -92,12 +96,18 @@ class JobWatcher:
         if state == "SUCCEEDED":
             status.output = json.loads(described.get("output") or "{}")
             self._frames_total = status.output.get("frames", {}).get("count", self._frames_total)
+            frames = status.output.get("frames", {})
+            if self._planned is None and {"start", "end", "step"} <= frames.keys():
+                self._planned = list(range(frames["start"], frames["end"] + 1, frames["step"]))
             status.video_key = S3Uri.parse(status.output["videoUri"]).key if status.output.get("videoUri") else None
         if self._frames_total is None:
             self._frames_total = self._read_frame_total()
         status.frames_total = self._frames_total
         if self._frames_total is not None:
-            status.frames_done, status.last_frame = self._count_frames()
+            present = self._count_frames()
+            status.frames_done, status.last_frame = len(present), (max(present) if present else None)
+            if self._planned is not None:
+                status.longest_gap = longest_gap(self._planned, present)
             status.phase = Phase.RENDERING if status.frames_done < self._frames_total else Phase.STITCHING
         if state == "SUCCEEDED":
             status.phase = Phase.DONE
@@ -117,15 +127,25 @@ class JobWatcher:
         except botocore.exceptions.ClientError:
             return None  # not planned yet
         plan = json.loads(body)
-        return len(range(plan["frame_start"], plan["frame_end"] + 1, plan["frame_step"]))
+        self._planned = list(range(plan["frame_start"], plan["frame_end"] + 1, plan["frame_step"]))
+        return len(self._planned)
 
-    def _count_frames(self) -> tuple[int, int | None]:
-        frames: list[int] = []
+    def _count_frames(self) -> set[int]:
+        frames: set[int] = set()
         paginator = self._s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.job.bucket, Prefix=frames_prefix(self.job.job_id)):
             self.calls += 1
-            frames.extend(n for item in page.get("Contents", []) if (n := frame_from_key(item["Key"])) is not None)
-        return len(frames), (max(frames) if frames else None)
+            frames.update(n for item in page.get("Contents", []) if (n := frame_from_key(item["Key"])) is not None)
+        return frames
+
+
+def longest_gap(planned: list[int], present: set[int]) -> int:
+    """The longest run of consecutive planned frames (in plan order, i.e. by number) missing from ``present``."""
+    best = run = 0
+    for frame in planned:
+        run = 0 if frame in present else run + 1
+        best = max(best, run)
+    return best
 
 
 def wait(

@@ -40,9 +40,10 @@ def format_duration(seconds: float | None) -> str:
 
 
 def describe(status: JobStatus, eta: float | None = None) -> str:
-    """One line: ``rendering 12/48 frames, ETA 0:31``."""
+    """One line: ``rendering 12/48 frames, longest gap 3 frames, ETA 0:31``."""
     if status.phase == Phase.RENDERING and status.frames_total:
-        return f"rendering {status.frames_done}/{status.frames_total} frames, ETA {format_duration(eta)}"
+        gap = "" if status.longest_gap is None else f", longest gap {status.longest_gap} frames"
+        return f"rendering {status.frames_done}/{status.frames_total} frames{gap}, ETA {format_duration(eta)}"
     if status.phase == Phase.FAILED:
         return f"failed: {status.error}: {status.cause}"
     return status.phase

@@ -6,10 +6,12 @@ order (as the worker does); a worker that finishes its chunk takes the next unst
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 
 import pytest
+from render_contract import layout
 from render_contract.plan import MAX_ARRAY_SIZE, chunk, coarse_to_fine
 
 MAX_CHUNKS = 16
@@ -81,3 +83,44 @@ def test_array_cap_still_raises_frames_per_job() -> None:
     chunks, used, raised = chunk(list(range(25_000)), 1)
     assert (used, raised, len(chunks)) == (3, True, 8334) and len(chunks) <= MAX_ARRAY_SIZE
     assert sum(len(c) for c in chunks) == 25_000 and max(len(c) for c in chunks) <= 3
+
+
+def test_watcher_reports_the_longest_gap_without_an_extra_call() -> None:
+    following = pytest.importorskip("render_on_aws.core.following")
+    from render_on_aws.core.progress import describe
+
+    plan = {"frame_start": 1, "frame_end": 48, "frame_step": 1}
+    keys = [layout.frame_key("j", n, "png") for n in (1, 33, 17, 9)]
+
+    class Body:
+        def read(self) -> bytes:
+            return json.dumps(plan).encode()
+
+    class Client:
+        def describe_execution(self, executionArn: str) -> dict:
+            return {"status": "RUNNING"}
+
+        def get_object(self, Bucket: str, Key: str) -> dict:
+            return {"Body": Body()}
+
+        def get_paginator(self, name: str) -> Client:
+            return self
+
+        def paginate(self, Bucket: str, Prefix: str) -> list[dict]:
+            return [{"Contents": [{"Key": k} for k in keys if k.startswith(Prefix)]}]
+
+    class Connection:
+        def client(self, name: str) -> Client:
+            return Client()
+
+    class Job:
+        bucket, job_id, execution_arn = "b", "j", "arn"
+
+    watcher = following.JobWatcher(Connection(), Job())
+    first = watcher.poll()
+    assert (first.frames_done, first.frames_total, first.longest_gap) == (4, 48, 15)  # 34..48 missing
+    calls = watcher.calls
+    watcher.poll()
+    assert watcher.calls - calls == 2  # DescribeExecution + one listing page; the plan is read once
+    assert "rendering 4/48 frames, longest gap 15 frames, ETA" in describe(first, 10.0)
+    assert following.longest_gap([1, 2, 3, 4], {2}) == 2 and following.longest_gap([], set()) == 0
