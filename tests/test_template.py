@@ -766,3 +766,10 @@ def test_the_clients_keys_and_execution_names_fall_under_the_artists_own_grants(
         assert any(fnmatch.fnmatchcase(execution, pattern) for pattern in stops) is allowed, artist
     with pytest.raises(ids.InvalidInput):
         ids.new_job_id("x", artist="al-ice")  # a '-' in the tag would let "al" match "al-ice"'s jobs
+
+
+def test_every_task_of_the_state_machine_has_a_time_limit() -> None:
+    definition = json.loads((ROOT / "statemachine" / "render.asl.json").read_text())
+    tasks = {name: state for name, state in definition["States"].items() if state["Type"] == "Task"}
+    assert tasks and all(state.get("TimeoutSeconds", 0) > 0 for state in tasks.values())
+    assert all("HeartbeatSeconds" not in state for state in tasks.values())  # Batch sends no heartbeats
