@@ -22,7 +22,7 @@ from .following import JobStatus, JobWatcher, poll_interval, wait
 from .jobref import JobRef
 from .preparing import SubmitRequest, prepare
 from .progress import EtaEstimator, bar, describe
-from .starting import stop, submit_prepared
+from .starting import resume, stop, submit_prepared
 
 EXIT_FAILED = 1
 ARTIST_ENV = "RENDER_ON_AWS_ARTIST"
@@ -80,6 +80,12 @@ def parser() -> argparse.ArgumentParser:
     for name, text in (("status", "show a job's state"), ("cancel", "stop a job and its Batch jobs")):
         command = commands.add_parser(name, help=text)
         command.add_argument("job_id")
+    resume = commands.add_parser(
+        "resume", help="run a failed or cancelled job again: only its missing frames, nothing uploaded again"
+    )
+    resume.add_argument("job_id")
+    resume.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    resume.add_argument("--download", type=Path, metavar="DIR", help="with --wait: download the video here")
     download = commands.add_parser("download", help="download a finished job's video")
     download.add_argument("job_id")
     download.add_argument("directory", type=Path)
@@ -130,6 +136,16 @@ def run(args: argparse.Namespace) -> int:
     def interval(status: JobStatus) -> float:
         return args.poll_interval or poll_interval(settings.is_local, status.phase, printer.last_eta)
 
+    def follow(job: JobRef) -> int:
+        status = wait(connection, job, printer.job, interval)
+        printer.done()
+        status.raise_for_failure()
+        if args.download:
+            video = download(connection, job, args.download)[0]
+            print(f"video: {video}", file=sys.stderr)
+            print(video)
+        return 0
+
     if args.command == "submit":
         if args.download and not args.wait:
             raise InvalidInput("--download needs --wait")
@@ -158,17 +174,16 @@ def run(args: argparse.Namespace) -> int:
         printer.done()
         print(f"submitted job {job.job_id}", file=sys.stderr)
         print(job.job_id)
-        if not args.wait:
-            return 0
-        status = wait(connection, job, printer.job, interval)
-        printer.done()
-        status.raise_for_failure()
-        if args.download:
-            video = download(connection, job, args.download)[0]
-            print(f"video: {video}", file=sys.stderr)
-            print(video)
-        return 0
-    job = JobRef.from_id(connection, args.job_id)
+        return follow(job) if args.wait else 0
+
+    if args.command == "resume":
+        if args.download and not args.wait:
+            raise InvalidInput("--download needs --wait")
+        job = resume(connection, args.job_id)
+        print(f"resumed job {job.job_id} (run {job.run})", file=sys.stderr)
+        print(job.job_id)
+        return follow(job) if args.wait else 0
+    job = JobRef.latest(connection, args.job_id)[0]
     if args.command == "status":
         status = JobWatcher(connection, job).poll()
         print(f"{job.job_id}: {describe(status)}")

@@ -11,7 +11,7 @@ import threading
 
 import botocore.exceptions
 from render_contract import ids
-from render_contract.errors import CancelFailed, ConnectionFailed, JobCancelled
+from render_contract.errors import CancelFailed, ConnectionFailed, InvalidInput, JobCancelled
 from render_contract.layout import manifest_key
 
 from . import cas
@@ -78,3 +78,32 @@ def stop(connection: Connection, job: JobRef, reason: str = "cancelled by the ar
         )
     except botocore.exceptions.ClientError as error:
         raise CancelFailed(f"cannot cancel {job.job_id}: {error}") from error
+
+
+def resume(connection: Connection, job_id: str) -> JobRef:
+    """Runs a failed, cancelled or stopped job again: a new execution ``<jobId>--r<N>`` with the first run's input.
+
+    Nothing is uploaded (the manifest and its files are in the bucket), the job is not planned again (the frame
+    counter keeps its plan), and the workers skip every frame already whole in S3: only the missing frames are
+    rendered, then the video is made.
+    """
+    latest, described = JobRef.latest(connection, job_id)
+    if described is None:
+        raise InvalidInput(f"job {job_id} never started: there is nothing to resume")
+    if described["status"] == "RUNNING":
+        raise InvalidInput(f"job {job_id} is still running: cancel it first, or wait for it")
+    if described["status"] == "SUCCEEDED":
+        raise InvalidInput(f"job {job_id} is done: there is nothing to resume")
+    sfn = connection.client("stepfunctions")
+    first = sfn.describe_execution(executionArn=JobRef.from_id(connection, job_id).execution_arn)
+    name = ids.execution_name(job_id, latest.run + 1)
+    try:
+        execution = sfn.start_execution(
+            stateMachineArn=connection.outputs.state_machine_arn, name=name, input=first.get("input") or "{}"
+        )
+    except botocore.exceptions.ClientError as error:
+        detail = error.response.get("Error", {})
+        raise ConnectionFailed(
+            f"AWS refused the resume ({detail.get('Code', 'error')}): {detail.get('Message')}"
+        ) from error
+    return JobRef(job_id, execution["executionArn"], connection.outputs.bucket)

@@ -117,12 +117,15 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
 
 def _handle(event: Any) -> dict[str, Any]:
     settings = Settings.from_env()
-    data, job_id = _unwrap(event)
+    data, name = _unwrap(event)
+    job_id, run = ids.split_execution_name(name)
     queue_arns = frozenset() if settings.job_queue_arn is None else frozenset({settings.job_queue_arn})
     request = execution_input.parse(data, settings.bucket, settings.job_definition_arns, queue_arns)
     if request.unknown_fields:
         logger.warning("ignoring unknown input fields", extra={"fields": list(request.unknown_fields[:20])})
     s3 = boto3.client("s3")
+    if run > 1:
+        return resume(s3, settings.bucket, job_id, run)
     logger.info("counting frames", extra={"job_id": job_id, "input": str(request.source)})
 
     if request.manifest is not None:
@@ -191,13 +194,28 @@ def _handle(event: Any) -> dict[str, Any]:
     return summary
 
 
+def resume(s3: Any, bucket: str, job_id: str, run: int) -> dict[str, Any]:
+    """A resumed job (execution ``<jobId>--r<N>``) renders with the plan it has: never planned again, so a resume
+    can neither change what the job renders nor move its frames; workers skip the frames already whole in S3."""
+    key = layout.plan_key(job_id)
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as error:
+        if _error_code(error) in _NOT_FOUND_CODES:
+            raise InvalidInput(f"job {job_id} was never planned: there is nothing to resume, submit it") from None
+        raise
+    job_plan = plan.Plan.from_json(body)
+    logger.info("resuming", extra={"job_id": job_id, "run": run, "frames": len(job_plan.frames)})
+    return job_plan.summary(f"s3://{bucket}/{key}", f"s3://{bucket}/{job_plan.video_key}")
+
+
 def _unwrap(event: Any) -> tuple[Any, str]:
     """``{"input": ..., "jobId": ...}`` from the state machine, or a bare execution input (fresh job id)."""
     if not isinstance(event, dict):
         raise InvalidInput(f"the execution input must be a JSON object, not {type(event).__name__}")
     if "input" in event:
-        job_id = event.get("jobId")
-        return event["input"], ids.check_job_id(job_id) if job_id is not None else ids.new_job_id("render")
+        name = event.get("jobId")
+        return event["input"], ids.check_job_id(name) if name is not None else ids.new_job_id("render")
     name = event.get("jobName")
     return event, ids.new_job_id(name if isinstance(name, str) else "render")
 
@@ -211,7 +229,7 @@ def explain_failure(event: dict[str, Any]) -> NoReturn:
     for good, retries exhausted, a container that never started) the stage's generic error carries Batch's reason.
     """
     settings = Settings.from_env()
-    job_id = ids.check_job_id(event.get("jobId"))
+    job_id = ids.split_execution_name(event.get("jobId"))[0]
     stage = event.get("stage")
     generic = StitchFailed if stage == "stitch" else RenderFailed
     record = _newest_error_record(

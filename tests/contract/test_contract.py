@@ -206,3 +206,18 @@ def test_an_artists_job_ids_start_with_the_tag_and_fit_an_execution_name() -> No
     for bad in ("ann-b", "ann/b", "x" * 33, "ünï"):
         with pytest.raises(InvalidInput):
             ids.new_job_id("shot", artist=bad)
+
+
+def test_a_resumed_run_is_named_after_its_job() -> None:
+    job_id = ids.new_job_id("shot", artist="alice")
+    assert ids.execution_name(job_id) == job_id and ids.split_execution_name(job_id) == (job_id, 1)
+    for run in (2, 17, ids.MAX_RUNS):
+        name = ids.execution_name(job_id, run)
+        assert name == f"{job_id}--r{run}" and len(name) <= ids.JOB_ID_LIMIT
+        assert ids.split_execution_name(name) == (job_id, run)
+        machine = "arn:aws:states:us-east-1:1:stateMachine:m"
+        assert ids.execution_of(ids.execution_arn(machine, job_id, run)) == (job_id, run)
+    assert ids.split_execution_name("take--r1") == ("take--r1", 1)  # run 1 is never spelled with a suffix
+    for bad in (0, 1 + ids.MAX_RUNS):
+        with pytest.raises(InvalidInput):
+            ids.execution_name(job_id, bad)
