@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING
 
 import bpy
 from bpy.props import BoolProperty, StringProperty
+from render_contract.phases import Phase
 
 from . import preferences, runtime
 from .core.preparing import SubmitRequest
+
+RESUMABLE_PHASES = (Phase.FAILED, Phase.CANCELLED)
 
 if TYPE_CHECKING:
     from .properties import RenderOnAwsJob
@@ -103,6 +106,28 @@ class RENDER_OT_aws_cancel(bpy.types.Operator):
             self.report({"WARNING"}, "This job is not running in this Blender session")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Cancelling {item.job_name}")
+        return {"FINISHED"}
+
+
+class RENDER_OT_aws_resume(bpy.types.Operator):
+    """Run the job again: only the frames it lacks are rendered, nothing is uploaded again, then the video"""
+
+    bl_idname = "render.aws_resume"
+    bl_label = "Resume"
+    bl_options = {"REGISTER"}
+
+    key: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        item = selected_job(context, self.key)
+        if item is None or item.state not in RESUMABLE_PHASES:
+            self.report({"WARNING"}, "Only a failed or cancelled job can be resumed")
+            return {"CANCELLED"}
+        settings = preferences.get(context).connection_settings()
+        if runtime.start_resume(item, settings) is None:
+            self.report({"WARNING"}, "This job is running already")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Resuming {item.job_name}")
         return {"FINISHED"}
 
 
@@ -228,6 +253,7 @@ class RENDER_OT_aws_remove_job(bpy.types.Operator):
 
 
 CLASSES = (
+    RENDER_OT_aws_resume,
     RENDER_OT_aws_submit,
     RENDER_OT_aws_cancel,
     RENDER_OT_aws_missing_decision,

@@ -129,6 +129,8 @@ def draw_job(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobView | N
     if running:
         op = layout.operator("render.aws_cancel", icon="CANCEL")
         op.key = item.key
+    elif phase in (Phase.FAILED, Phase.CANCELLED) and item.execution_arn:
+        layout.operator("render.aws_resume", icon="FILE_REFRESH").key = item.key
 
     if phase == Phase.DONE:
         row = layout.row(align=True)

@@ -92,6 +92,20 @@ def attach(scene: bpy.types.Scene, item: RenderOnAwsJob, settings: ConnectionSet
     return item.key
 
 
+def start_resume(item: RenderOnAwsJob, settings: ConnectionSettings) -> str | None:
+    """Runs a failed or cancelled job again (only its missing frames) and follows it; the list keeps one entry."""
+    if not item.execution_arn or active(item.key):
+        return None
+    output_dir = Path(item.output_dir) if item.output_dir else Path(tempfile.mkdtemp(prefix="render_on_aws_"))
+    options = tasks.default_options(settings, output_dir, PREVIEW_DIR)
+    item.error = item.cause = ""
+    task = tasks.JobTask(
+        item.key, settings, _publisher(), options, job_name=item.job_name, execution_arn=item.execution_arn, resume=True
+    )
+    _start(task)
+    return item.key
+
+
 def _start(task: tasks.JobTask) -> None:
     TASKS[task.key] = task
     VIEWS[task.key] = task.view

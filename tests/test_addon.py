@@ -229,7 +229,11 @@ bpy.ops.render.aws_submit()
 drive(lambda: view() is not None and view().phase == "rendering" and view().frames_done >= 1)
 bpy.ops.render.aws_cancel()
 drive(finished)
-result(state=job().state, arn=job().execution_arn, error=job().error, usage=job().usage)
+cancelled = dict(state=job().state, arn=job().execution_arn, error=job().error, usage=job().usage)
+bpy.ops.render.aws_resume(key=job().key)
+drive(finished)
+result(**cancelled, resumed=job().state, resumed_arn=job().execution_arn, video=job().video_path,
+       jobs=len(bpy.context.scene.render_on_aws.jobs))
 """
 
 
@@ -257,6 +261,9 @@ def test_cancel_while_rendering_stops_the_batch_jobs(local_cloud: LocalCloudProc
             break
         time.sleep(1)
     assert not running, running
+    # Resume: the same entry in the panel's list runs again as <jobId>--r2 and brings the video back.
+    assert (got["resumed"], got["jobs"]) == ("done", 1), got
+    assert got["resumed_arn"] == got["arn"] + "--r2" and Path(got["video"]).is_file()
 
 
 REATTACH_SUBMIT = r"""

@@ -38,7 +38,7 @@ from .jobref import JobRef
 from .preparing import SubmitRequest, prepare
 from .previews import fetch_preview
 from .progress import EtaEstimator, describe, format_duration
-from .starting import stop, submit_prepared
+from .starting import resume, stop, submit_prepared
 
 AWS_PREVIEW_SECONDS = 30.0
 """On AWS a new preview frame is fetched at most this often (it shares the 12 calls a minute with polling)."""
@@ -122,6 +122,7 @@ class JobTask(threading.Thread):
         request: SubmitRequest | None = None,
         job_name: str = "",
         execution_arn: str = "",
+        resume: bool = False,
     ) -> None:
         super().__init__(name=f"render-on-aws {key}", daemon=True)
         if request is None and not execution_arn:
@@ -131,6 +132,8 @@ class JobTask(threading.Thread):
         self.publish = publish
         self.options = options
         self.request = request
+        self.resume = resume
+        """Run the followed job again (a new execution over the same job) before following it."""
         self.cancel = threading.Event()
         """Set by the artist's Cancel: stops the upload, or the execution (StopExecution) once started."""
         self.shutdown = threading.Event()
@@ -166,7 +169,12 @@ class JobTask(threading.Thread):
     def run(self) -> None:
         try:
             connection = connect(self.settings)
-            job = self._submit(connection) if self.request is not None else self._job_ref(connection)
+            if self.request is not None:
+                job = self._submit(connection)
+            elif self.resume:
+                job = self._resume(connection)
+            else:
+                job = self._job_ref(connection)
             if job is None:
                 return
             status = self._follow(connection, job)
@@ -187,6 +195,12 @@ class JobTask(threading.Thread):
 
     def _post_failure(self, error: RenderOnAwsError) -> None:
         self._post(phase=Phase.FAILED, text=f"failed: {error.name}", error=error.name, cause=error.message)
+
+    def _resume(self, connection: Connection) -> JobRef:
+        self._post(phase=Phase.COUNTING_FRAMES, text="resuming: only the missing frames", error="", cause="")
+        job = resume(connection, self.view.job_id)
+        self._post(execution_arn=job.execution_arn, text=f"resumed (run {job.run})")
+        return job
 
     def _job_ref(self, connection: Connection) -> JobRef:
         return JobRef(self.view.job_id, self.view.execution_arn, connection.outputs.bucket)
