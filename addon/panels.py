@@ -73,6 +73,7 @@ class RENDER_PT_aws(bpy.types.Panel):
         sub = row.row()
         sub.active = not props.frames_per_job_auto
         sub.prop(props, "frames_per_job", text="")
+        col.prop(props, "allow_scripts")
 
         row = layout.row()
         row.scale_y = 1.5
@@ -119,6 +120,13 @@ def draw_job(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobView | N
         op.key, op.submit_anyway = item.key, True
         op = row.operator("render.aws_missing_decision", text="Stop", icon="CANCEL")
         op.key, op.submit_anyway = item.key, False
+
+    if view is not None and view.python_use:
+        col = layout.column(align=True)
+        col.label(text=f"{len(view.python_use)} thing(s) need Python, which this job does not run:", icon="ERROR")
+        for line in view.python_use[:8]:
+            col.label(text=line)
+        col.label(text='Resubmit with "Run this file\'s Python scripts on the farm" to run them')
 
     image = bpy.data.images.get(runtime.PREVIEW_IMAGE)
     if running and image is not None and view is not None and view.preview_path and image.preview is not None:

@@ -43,6 +43,12 @@ class RenderOnAwsSceneSettings(bpy.types.PropertyGroup):
         default=True,
     )
     frames_per_job: IntProperty(name="Frames per Job", description="Frames one Batch job renders", default=10, min=1)
+    allow_scripts: BoolProperty(
+        name="Run this file's Python scripts on the farm",
+        description="Registered scripts and Python-expression drivers run on the farm for this job, as in your "
+        "Blender with auto-run on. They run with the render worker's AWS role: only for files you trust",
+        default=False,
+    )
     jobs: CollectionProperty(type=RenderOnAwsJob)
     active_job_index: IntProperty(name="Job", default=-1)
 

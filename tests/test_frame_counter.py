@@ -540,3 +540,46 @@ def test_explain_failure_without_a_record_keeps_batchs_reason(app: ModuleType, e
     )
     assert message == "Host EC2 (instance i-0abc) terminated."
     refused(errors.InvalidInput, app.handler, {**event, "jobId": "../other"})
+
+
+@pytest.mark.parametrize(
+    ("expression", "python"),
+    [
+        ("frame * 2", False),
+        ("sin(frame / 10) * var + 1.5", False),
+        ("var if frame > 10 else -var", False),
+        ("", False),
+        ("bpy.context.scene.frame_current", True),
+        ('__import__("os").getpid()', True),
+        ("(lambda: 3.0)()", True),
+        ("unknown_name * 2", True),
+        ("values[0]", True),
+        ("'text'", True),
+    ],
+)
+def test_which_driver_expressions_need_python(app: ModuleType, expression: str, python: bool) -> None:
+    assert blend_facts_module().needs_python(expression, frozenset({"var"})) is python
+
+
+def blend_facts_module() -> ModuleType:
+    import blend_facts
+
+    return blend_facts
+
+
+def test_registered_scripts_and_python_drivers_are_named(app: ModuleType, tmp_path: Path) -> None:
+    from tests.reliability.support import bpy_edit
+
+    scene = make_scene(tmp_path / "plain.blend", *TINY)
+    code = (
+        "text = bpy.data.texts.new('rig_ui.py'); text.write('x = 1'); text.use_module = True\n"
+        "bpy.data.texts.new('notes.txt').write('not code')\n"
+        "cube = next(obj for obj in scene.objects if obj.name.endswith('-cube'))\n"
+        "simple = cube.driver_add('location', 0).driver; simple.type = 'SCRIPTED'; simple.expression = 'frame * 2'\n"
+        "full = cube.driver_add('location', 2).driver; full.type = 'SCRIPTED'\n"
+        "full.expression = 'bpy.context.scene.frame_current / 10'\n"
+    )
+    facts = blend_facts_module().read_facts(bpy_edit(scene, code, tmp_path / "scripted.blend"))
+    assert facts.python.scripts == ("rig_ui.py",)
+    assert facts.python.drivers == ("Scene-cube: location[2] = bpy.context.scene.frame_current / 10",)
+    assert blend_facts_module().read_facts(scene).python_use == []

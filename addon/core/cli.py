@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from render_contract.errors import InvalidInput, MissingDependencies, RenderOnAwsError
+from render_contract.errors import InvalidInput, MissingDependencies, PythonNotRun, RenderOnAwsError
 from render_contract.ids import ARTIST_TAG
 
 from .connection import DEFAULT_STACK, Connection, ConnectionSettings
@@ -74,6 +74,11 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--frames", type=_frames, metavar="START-END", help="override the scene's frame range")
     submit.add_argument("--scene", help="scene to render (default: the file's active scene)")
     submit.add_argument("--allow-missing", action="store_true", help="submit even if files the scene uses are missing")
+    submit.add_argument(
+        "--allow-scripts",
+        action="store_true",
+        help="run the file's Python scripts and Python drivers on the farm (they run with the worker's AWS role)",
+    )
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     submit.add_argument("--download", type=Path, metavar="DIR", help="with --wait: download the video here")
 
@@ -102,11 +107,16 @@ class ProgressPrinter:
         self.eta = EtaEstimator()
         self.last_eta: float | None = None
         self._last = ""
+        self._warned_python = False
 
     def upload(self, done: int, total: int) -> None:
         self._show(f"{bar(done, total)} uploading {done / 1e6:.1f}/{total / 1e6:.1f} MB")
 
     def job(self, status: JobStatus) -> None:
+        if status.python_use and not self._warned_python:
+            self._warned_python = True
+            self.done()
+            warn_python_use(status.python_use, self.stream)
         eta = self.last_eta = self.eta.update(status.frames_done, status.frames_total)
         self._show(f"{bar(status.frames_done, status.frames_total)} {describe(status, eta)}")
 
@@ -157,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
             frame_start=start,
             frame_end=end,
             scene=args.scene,
+            allow_scripts=args.allow_scripts,
         )
         prepared = prepare(request)
         try:
@@ -186,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
     job = JobRef.latest(connection, args.job_id)[0]
     if args.command == "status":
         status = JobWatcher(connection, job).poll()
+        if status.python_use:
+            warn_python_use(status.python_use, sys.stderr)
         print(f"{job.job_id}: {describe(status)}")
         status.raise_for_failure()
         return 0
@@ -196,6 +209,17 @@ def run(args: argparse.Namespace) -> int:
     for path in download(connection, job, args.directory, frames=args.with_frames, on_skipped=_warn_skipped):
         print(path)
     return 0
+
+
+def warn_python_use(python_use: tuple[str, ...], stream: TextIO) -> None:
+    """The farm does not run the file's Python unless the job allows it: say what will render differently."""
+    print(
+        f"warning: {PythonNotRun.__name__}: {len(python_use)} thing(s) in the file need Python, which the farm "
+        "does not run for this job (submit with --allow-scripts to run them, with the worker's AWS role):",
+        file=stream,
+    )
+    for item in python_use[:20]:
+        print(f"  {item}", file=stream)
 
 
 def _warn_skipped(skipped: SkippedKey) -> None:

@@ -52,6 +52,9 @@ class JobStatus:
     longest_gap: int | None = None
     """The longest run of planned frames not yet in S3 (None until the plan is known): how far the frames done
     are from spanning the shot."""
+    python_use: tuple[str, ...] = ()
+    """What in the file needs Python that the farm does not run (the job did not allow scripts): it renders
+    differently from the artist's Blender. From the plan, which the frame counter wrote."""
     error: str | None = None
     cause: str | None = None
     video_key: str | None = None
@@ -80,6 +83,7 @@ class JobWatcher:
         self._s3 = connection.client("s3")
         self._frames_total: int | None = None
         self._planned: list[int] | None = None
+        self._python_use: tuple[str, ...] = ()
         self.calls = 0
 
     def poll(self) -> JobStatus:
@@ -103,6 +107,7 @@ class JobWatcher:
         if self._frames_total is None:
             self._frames_total = self._read_frame_total()
         status.frames_total = self._frames_total
+        status.python_use = self._python_use
         if self._frames_total is not None:
             present = self._count_frames()
             status.frames_done, status.last_frame = len(present), (max(present) if present else None)
@@ -128,6 +133,8 @@ class JobWatcher:
             return None  # not planned yet
         plan = json.loads(body)
         self._planned = list(range(plan["frame_start"], plan["frame_end"] + 1, plan["frame_step"]))
+        if not plan.get("allow_scripts"):
+            self._python_use = tuple(str(item) for item in plan.get("python_use", ()))
         return len(self._planned)
 
     def _count_frames(self) -> set[int]:

@@ -25,6 +25,8 @@ class SubmitRequest:
     frame_end: int | None = None
     frame_step: int | None = None
     scene: str | None = None
+    allow_scripts: bool = False
+    """Run the file's Python scripts and Python drivers on the farm for this job (the artist's consent)."""
 
     def execution_input(self, job_id: str, bucket: str, job_name: str) -> ExecutionInput:
         return ExecutionInput.for_job(
@@ -36,6 +38,7 @@ class SubmitRequest:
             frame_end=self.frame_end,
             frame_step=self.frame_step,
             scene=self.scene,
+            allow_scripts=self.allow_scripts,
         )
 
 

@@ -60,6 +60,8 @@ class JobView:
     error: str = ""
     cause: str = ""
     missing: tuple[str, ...] = ()
+    python_use: tuple[str, ...] = ()
+    """What needs Python that the farm does not run for this job (from the plan)."""
     frames_done: int = 0
     frames_total: int = 0
     last_frame: int | None = None
@@ -310,6 +312,7 @@ class JobTask(threading.Thread):
             frames_done=status.frames_done,
             frames_total=total,
             last_frame=status.last_frame,
+            python_use=status.python_use,
             error=status.error or "",
             cause=status.cause or "",
             calls=self.watcher.calls if self.watcher else 0,

@@ -122,7 +122,7 @@ class Renderer:
         self.out_dir = out_dir
         self.extension = plan.frame_extension
         try:
-            open_blend(blend)
+            open_blend(blend, allow_scripts=plan.allow_scripts)
         except RuntimeError as exc:
             raise BlendFileUnreadable(f"Blender cannot open {blend.name}: {str(exc).strip()}") from exc
         scene = bpy.data.scenes.get(plan.scene)

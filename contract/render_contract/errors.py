@@ -137,6 +137,11 @@ class AccessDenied(RenderOnAwsError):
     """S3 refused the worker (AccessDenied / 403): the job role or the bucket policy is wrong; retrying won't help."""
 
 
+class PythonNotRun(RenderOnAwsError):
+    """A warning: the file has registered scripts or Python drivers, which the farm runs only when the job allows
+    scripts; without them it renders differently from the artist's Blender."""
+
+
 class Interrupted(RenderOnAwsError):
     """The attempt was stopped (SIGTERM: a Spot notice, a Batch stop) or met a transient AWS error."""
 

@@ -25,6 +25,8 @@ Rules:
 * ``jobName``: a display name, cleaned by :func:`.names.clean_display_name` (128 characters); keys use its
   :func:`.names.safe_name`, never the raw name.
 * ``scene``: a scene name of 1 to :data:`SCENE_NAME_LIMIT` characters; absent means the file's active scene.
+* ``allowScripts``: ``true`` lets the file's Python (registered scripts, Python drivers) run on the farm for this
+  job, with the worker's role; default ``false`` (Blender's auto-execution stays off).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class ExecutionInput:
     """None means ``"auto"``."""
     job_definition_arn: str | None = None
     job_queue_arn: str | None = None
+    allow_scripts: bool = False
+    """The artist's consent to run the file's Python on the farm for this job (auto-execution is off otherwise)."""
     unknown_fields: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -91,13 +95,14 @@ class ExecutionInput:
             "frameStep": self.frame_step,
             "jobDefinitionArn": self.job_definition_arn,
             "jobQueueArn": self.job_queue_arn,
+            "allowScripts": True if self.allow_scripts else None,
         }
         return {name: value for name, value in values.items() if value is not None}
 
 
 KNOWN_FIELDS = frozenset(
     {"jobName", "inputUri", "manifestUri", "outputUri", "framesPerJob", "scene", "frameStart", "frameEnd"}
-    | {"frameStep", "jobDefinitionArn", "jobQueueArn"}
+    | {"frameStep", "jobDefinitionArn", "jobQueueArn", "allowScripts"}
 )
 
 
@@ -143,6 +148,14 @@ def parse(
         if not 1 <= per_job <= MAX_FRAMES_PER_JOB:
             raise InvalidInput(f"framesPerJob must be 'auto' or 1 to {MAX_FRAMES_PER_JOB}, got {per_job}")
 
+    allow_scripts = data.get("allowScripts", False)
+    if isinstance(allow_scripts, str) and allow_scripts.strip().lower() in ("true", "false"):
+        allow_scripts = allow_scripts.strip().lower() == "true"
+    if allow_scripts is None:
+        allow_scripts = False
+    if not isinstance(allow_scripts, bool):
+        raise InvalidInput(f"allowScripts must be true or false, got {allow_scripts!r:.40}")
+
     start, end, step = (
         None if data.get(name) is None else to_int(data[name], name) for name in ("frameStart", "frameEnd", "frameStep")
     )
@@ -158,6 +171,7 @@ def parse(
         frames_per_job=per_job,
         job_definition_arn=arns["jobDefinitionArn"],
         job_queue_arn=arns["jobQueueArn"],
+        allow_scripts=allow_scripts,
         unknown_fields=unknown,
     )
 

@@ -131,6 +131,11 @@ class Plan:
     frames_per_job: int
     frames_per_job_raised: bool
     chunks: list[list[int]] = field(default_factory=list)
+    allow_scripts: bool = False
+    """The artist allowed the file's Python (registered scripts, Python drivers) to run on the farm, for this job."""
+    python_use: list[str] = field(default_factory=list)
+    """What in the file needs Python to render as in the artist's Blender (scripts, drivers), found by the frame
+    counter: with ``allow_scripts`` off it renders differently, and the client warns the artist."""
     version: int = PLAN_VERSION
 
     @property
@@ -173,6 +178,8 @@ class Plan:
             "chunkCount": len(self.chunks),
             "framesPerJob": self.frames_per_job,
             "framesPerJobRaised": self.frames_per_job_raised,
+            "allowScripts": self.allow_scripts,
+            "pythonUse": len(self.python_use),
             "planUri": plan_uri,
             "videoUri": video_uri,
             "batch": {

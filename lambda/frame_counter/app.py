@@ -181,6 +181,8 @@ def _handle(event: Any) -> dict[str, Any]:
         frames_per_job=frames_per_job,
         frames_per_job_raised=raised,
         chunks=chunks,
+        allow_scripts=request.allow_scripts,
+        python_use=list(facts.python_use),
     )
     plan_key = layout.plan_key(job_id)
     s3.put_object(

@@ -35,7 +35,7 @@ from typing import Any
 import zstandard
 from blender_asset_tracer import blendfile
 from blender_asset_tracer.blendfile import exceptions as bat_exceptions
-from blender_asset_tracer.blendfile import magic_compression
+from blender_asset_tracer.blendfile import iterators, magic_compression
 from render_contract.errors import BlendFileUnreadable, InvalidInput, SceneNotFound
 from render_contract.plan import exact_fps
 
@@ -120,6 +120,130 @@ class SceneFacts:
         return Fraction(self.fps_num, self.fps_den)
 
 
+TXT_ISSCRIPT = 1 << 4
+"""``Text.flags`` bit of a registered text block (``use_module``): Blender runs it when the file opens."""
+DRIVER_TYPE_PYTHON = 1
+"""``ChannelDriver.type`` of a scripted-expression driver."""
+SIMPLE_NAMES = frozenset(
+    {
+        "and",
+        "or",
+        "not",
+        "if",
+        "else",
+        "True",
+        "False",
+        "frame",
+        "pi",
+        "sin",
+        "cos",
+        "tan",
+        "asin",
+        "acos",
+        "atan",
+        "atan2",
+        "floor",
+        "ceil",
+        "trunc",
+        "int",
+        "abs",
+        "sqrt",
+        "exp",
+        "log",
+        "ln",
+        "log10",
+        "min",
+        "max",
+        "radians",
+        "degrees",
+        "clamp",
+        "lerp",
+        "signum",
+        "fmod",
+        "smoothstep",
+        "round",
+        "pow",
+        "hypot",
+    }
+)
+"""What Blender's simple-expression evaluator (``BLI_expr_pylike_eval``) knows besides the driver's variables: an
+expression made only of these, numbers, variables and arithmetic or comparison operators evaluates without Python."""
+SIMPLE_OPERATORS = frozenset(["+", "-", "*", "/", "%", "**", "(", ")", ",", "<", ">", "<=", ">=", "==", "!="])
+MAX_REPORTED = 200
+
+
+@dataclass(frozen=True)
+class PythonUse:
+    """What in the file needs Python to render as in the artist's Blender (the farm's auto-execution is off)."""
+
+    scripts: tuple[str, ...] = ()
+    """Registered text blocks (Text > Register): Blender runs them when the file opens."""
+    drivers: tuple[str, ...] = ()
+    """``<ID>: <path>[<index>] = <expression>`` for every scripted driver that is no simple expression."""
+
+    def describe(self) -> list[str]:
+        return [f"registered script {name}" for name in self.scripts] + [f"Python driver {d}" for d in self.drivers]
+
+
+def needs_python(expression: str, variables: frozenset[str] = frozenset()) -> bool:
+    """Whether a driver expression needs full Python: conservative, anything not plainly simple does."""
+    import io
+    import tokenize
+
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(expression).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return True
+    meaningful = [t for t in tokens if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER)]
+    if not meaningful:
+        return False
+    for token in meaningful:
+        if token.type == tokenize.NUMBER:
+            continue
+        if token.type == tokenize.NAME and (token.string in SIMPLE_NAMES or token.string in variables):
+            continue
+        if token.type == tokenize.OP and token.string in SIMPLE_OPERATORS:
+            continue
+        return True
+    return False
+
+
+def python_use(bfile: blendfile.BlendFile) -> PythonUse:
+    """Registered text blocks and Python drivers of every data block with animation data."""
+    scripts = sorted(
+        (block.id_name or b"").decode("utf-8", "replace")[2:]
+        for block in bfile.find_blocks_from_code(b"TX")
+        if int(block.get(b"flags")) & TXT_ISSCRIPT
+    )
+    drivers: list[str] = []
+    for block in bfile.blocks:
+        if block.id_name is None or len(drivers) >= MAX_REPORTED:
+            continue
+        try:
+            animation = block.get_pointer(b"adt")
+        except KeyError:  # a data block type without animation data
+            continue
+        if animation is None:
+            continue
+        curves = iterators.listbase(animation.get_pointer((b"drivers", b"first")))
+        for walked, curve in enumerate(curves):
+            if walked >= MAX_LIST_WALK:
+                break
+            driver = curve.get_pointer(b"driver")
+            if driver is None or driver.get(b"type") != DRIVER_TYPE_PYTHON:
+                continue
+            expression = str(driver.get(b"expression", as_str=True))
+            names = frozenset(
+                str(var.get(b"name", as_str=True))
+                for var in iterators.listbase(driver.get_pointer((b"variables", b"first")))
+            )
+            if needs_python(expression, names):
+                path = curve.get_pointer(b"rna_path")
+                where = f"{path.as_string() if path else '?'}[{curve.get(b'array_index')}]"
+                drivers.append(f"{block.id_name.decode('utf-8', 'replace')[2:]}: {where} = {expression}")
+    return PythonUse(tuple(scripts[:MAX_REPORTED]), tuple(drivers[:MAX_REPORTED]))
+
+
 @dataclass(frozen=True)
 class BlendFacts:
     blender_version: str
@@ -131,6 +255,12 @@ class BlendFacts:
     """The scene Blender renders when none is named, or None when the file does not say."""
     scene: SceneFacts
     """The chosen scene (the named one, else the active one)."""
+    python: PythonUse = PythonUse()
+    """What needs Python to render as in the artist's Blender."""
+
+    @property
+    def python_use(self) -> list[str]:
+        return self.python.describe()
 
 
 def version_string(header_version: int) -> str:
@@ -263,6 +393,7 @@ def _facts(bfile: blendfile.BlendFile, scene_name: str | None, compressed: bool)
         scenes=names,
         active_scene=_scene_name(active) if active is not None else None,
         scene=_scene_facts(bfile, chosen),
+        python=python_use(bfile),
     )
 
 

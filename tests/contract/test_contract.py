@@ -221,3 +221,16 @@ def test_a_resumed_run_is_named_after_its_job() -> None:
     for bad in (0, 1 + ids.MAX_RUNS):
         with pytest.raises(InvalidInput):
             ids.execution_name(job_id, bad)
+
+
+def test_scripts_run_only_by_the_jobs_consent() -> None:
+    blend = {"inputUri": f"s3://{BUCKET}/a.blend"}
+    assert parse(blend, BUCKET).allow_scripts is False
+    for value in (True, "true", "TRUE"):
+        assert parse({**blend, "allowScripts": value}, BUCKET).allow_scripts is True
+    for value in (1, "yes", [], {}):
+        with pytest.raises(InvalidInput):
+            parse({**blend, "allowScripts": value}, BUCKET)
+    sent = ExecutionInput.for_job(BUCKET, "job-1", allow_scripts=True)
+    assert sent.to_dict()["allowScripts"] is True and parse(sent.to_dict(), BUCKET) == sent
+    assert "allowScripts" not in ExecutionInput.for_job(BUCKET, "job-1").to_dict()
