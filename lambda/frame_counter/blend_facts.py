@@ -24,6 +24,7 @@ import errno
 import gzip
 import logging
 import os
+import re
 import shutil
 import struct
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from typing import Any
 import zstandard
 from blender_asset_tracer import blendfile
 from blender_asset_tracer.blendfile import exceptions as bat_exceptions
-from blender_asset_tracer.blendfile import iterators, magic_compression
+from blender_asset_tracer.blendfile import magic_compression
 from render_contract.errors import BlendFileUnreadable, InvalidInput, SceneNotFound
 from render_contract.plan import exact_fps
 
@@ -124,51 +125,25 @@ TXT_ISSCRIPT = 1 << 4
 """``Text.flags`` bit of a registered text block (``use_module``): Blender runs it when the file opens."""
 DRIVER_TYPE_PYTHON = 1
 """``ChannelDriver.type`` of a scripted-expression driver."""
-SIMPLE_NAMES = frozenset(
-    {
-        "and",
-        "or",
-        "not",
-        "if",
-        "else",
-        "True",
-        "False",
-        "frame",
-        "pi",
-        "sin",
-        "cos",
-        "tan",
-        "asin",
-        "acos",
-        "atan",
-        "atan2",
-        "floor",
-        "ceil",
-        "trunc",
-        "int",
-        "abs",
-        "sqrt",
-        "exp",
-        "log",
-        "ln",
-        "log10",
-        "min",
-        "max",
-        "radians",
-        "degrees",
-        "clamp",
-        "lerp",
-        "signum",
-        "fmod",
-        "smoothstep",
-        "round",
-        "pow",
-        "hypot",
-    }
+SIMPLE_CONSTANTS = frozenset({"frame", "pi", "True", "False"})
+"""Names the simple-expression evaluator knows besides the driver's variables (``frame`` is the current frame)."""
+SIMPLE_FUNCTIONS: dict[str, tuple[int, int | None]] = {
+    **dict.fromkeys(("radians", "degrees", "abs", "fabs", "floor", "ceil", "trunc", "round", "int"), (1, 1)),
+    **dict.fromkeys(("sin", "cos", "tan", "asin", "acos", "atan", "exp", "sqrt"), (1, 1)),
+    "log": (1, 2),
+    **dict.fromkeys(["atan2", "pow", "fmod"], (2, 2)),
+    **dict.fromkeys(["min", "max"], (1, None)),
+    "clamp": (1, 3),  # 1 or 3 arguments, not 2 (see _SimpleParser)
+    **dict.fromkeys(["lerp", "smoothstep"], (3, 3)),
+}
+"""Functions of Blender's ``BLI_expr_pylike_eval`` with their (least, most) arguments, None: any number. Checked
+against bpy 5.0.1's ``ChannelDriver.is_simple_expression`` for 0 to 4 arguments of each (tests/test_blend_scripts.py):
+``ln``, ``signum``, ``log10``, ``hypot`` and the operators ``**``, ``%`` and ``//`` are *not* simple there."""
+_SIMPLE_TOKEN = re.compile(
+    r"[ \t\n\r\f\v]*(?:(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.]))|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<op><=|>=|==|!=|[-+*/(),<>]))"
 )
-"""What Blender's simple-expression evaluator (``BLI_expr_pylike_eval``) knows besides the driver's variables: an
-expression made only of these, numbers, variables and arithmetic or comparison operators evaluates without Python."""
-SIMPLE_OPERATORS = frozenset(["+", "-", "*", "/", "%", "**", "(", ")", ",", "<", ">", "<=", ">=", "==", "!="])
+_COMPARISONS = frozenset({"<", ">", "<=", ">=", "==", "!="})
 MAX_REPORTED = 200
 
 
@@ -186,26 +161,137 @@ class PythonUse:
 
 
 def needs_python(expression: str, variables: frozenset[str] = frozenset()) -> bool:
-    """Whether a driver expression needs full Python: conservative, anything not plainly simple does."""
-    import io
-    import tokenize
+    """Whether a scripted driver's expression needs full Python, i.e. is no simple expression for Blender.
 
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(expression).readline))
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        return True
-    meaningful = [t for t in tokens if t.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER)]
-    if not meaningful:
+    Conservative: the expression is parsed with the grammar of Blender's simple-expression evaluator
+    (``BLI_expr_pylike_eval``, used by Blender 2.80 and later before it falls back to Python) and anything it does
+    not plainly accept needs Python: attribute access, subscripts, strings, unknown names, lambdas, ``**``, ``%``,
+    tuples, a function with the wrong number of arguments. Accepted: numbers (``1``, ``1.5``, ``.5``,
+    ``1e-3``), ``frame``, ``pi``, ``True``, ``False``, the driver's variable names, unary and binary ``+ - * /``,
+    comparisons (chained too), ``not and or``, ``a if c else b``, parentheses and :data:`SIMPLE_FUNCTIONS`. The
+    empty expression needs nothing (Blender's value is 0 without Python).
+    """
+    if expression == "":
         return False
-    for token in meaningful:
-        if token.type == tokenize.NUMBER:
-            continue
-        if token.type == tokenize.NAME and (token.string in SIMPLE_NAMES or token.string in variables):
-            continue
-        if token.type == tokenize.OP and token.string in SIMPLE_OPERATORS:
-            continue
+    tokens: list[tuple[str, str]] = []
+    position = 0
+    stripped = expression.rstrip(" \t\n\r\f\v")
+    while position < len(stripped):
+        match = _SIMPLE_TOKEN.match(stripped, position)
+        if match is None or match.end() == position:
+            return True
+        kind = str(match.lastgroup)
+        tokens.append((kind, match[kind]))
+        position = match.end()
+    parser = _SimpleParser(tokens, variables)
+    try:
+        parser.expression()
+    except _NotSimple:
         return True
-    return False
+    return parser.position != len(tokens)
+
+
+class _NotSimple(Exception):
+    pass
+
+
+class _SimpleParser:
+    """Recursive descent over the tokens, in the precedence of BLI_expr_pylike_eval (and Python)."""
+
+    def __init__(self, tokens: list[tuple[str, str]], variables: frozenset[str]) -> None:
+        self.tokens = tokens
+        self.variables = variables
+        self.position = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.position][1] if self.position < len(self.tokens) else None
+
+    def take(self, *texts: str) -> bool:
+        if self.position < len(self.tokens) and self.tokens[self.position][0] != "number" and self.peek() in texts:
+            self.position += 1
+            return True
+        return False
+
+    def expect(self, text: str) -> None:
+        if not self.take(text):
+            raise _NotSimple
+
+    def expression(self) -> None:  # or_test ["if" or_test "else" expression]
+        self.or_test()
+        if self.take("if"):
+            self.or_test()
+            self.expect("else")
+            self.expression()
+
+    def or_test(self) -> None:
+        self.and_test()
+        while self.take("or"):
+            self.and_test()
+
+    def and_test(self) -> None:
+        self.not_test()
+        while self.take("and"):
+            self.not_test()
+
+    def not_test(self) -> None:
+        if self.take("not"):
+            self.not_test()
+        else:
+            self.comparison()
+
+    def comparison(self) -> None:
+        self.sum()
+        while self.take(*_COMPARISONS):
+            self.sum()
+
+    def sum(self) -> None:
+        self.product()
+        while self.take("+", "-"):
+            self.product()
+
+    def product(self) -> None:
+        self.unary()
+        while self.take("*", "/"):
+            self.unary()
+
+    def unary(self) -> None:
+        if self.take("+", "-"):
+            self.unary()
+        else:
+            self.atom()
+
+    def atom(self) -> None:
+        if self.position >= len(self.tokens):
+            raise _NotSimple
+        kind, text = self.tokens[self.position]
+        self.position += 1
+        if kind == "number":
+            return
+        if kind == "op":
+            if text != "(":
+                raise _NotSimple
+            self.expression()
+            self.expect(")")
+            return
+        if self.take("("):
+            self.call(text)
+        elif text not in SIMPLE_CONSTANTS and text not in self.variables:
+            raise _NotSimple
+
+    def call(self, function: str) -> None:
+        if function not in SIMPLE_FUNCTIONS:
+            raise _NotSimple
+        count = 0
+        if not self.take(")"):
+            self.expression()
+            count = 1
+            while self.take(","):
+                self.expression()
+                count += 1
+            self.expect(")")
+        least, most = SIMPLE_FUNCTIONS[function]
+        if count < least or (most is not None and count > most) or (function == "clamp" and count == 2):
+            raise _NotSimple
 
 
 def python_use(bfile: blendfile.BlendFile) -> PythonUse:
@@ -217,31 +303,35 @@ def python_use(bfile: blendfile.BlendFile) -> PythonUse:
     )
     drivers: list[str] = []
     for block in bfile.blocks:
-        if block.id_name is None or len(drivers) >= MAX_REPORTED:
-            continue
-        try:
-            animation = block.get_pointer(b"adt")
-        except KeyError:  # a data block type without animation data
-            continue
-        if animation is None:
-            continue
-        curves = iterators.listbase(animation.get_pointer((b"drivers", b"first")))
-        for walked, curve in enumerate(curves):
-            if walked >= MAX_LIST_WALK:
-                break
-            driver = curve.get_pointer(b"driver")
-            if driver is None or driver.get(b"type") != DRIVER_TYPE_PYTHON:
-                continue
-            expression = str(driver.get(b"expression", as_str=True))
-            names = frozenset(
-                str(var.get(b"name", as_str=True))
-                for var in iterators.listbase(driver.get_pointer((b"variables", b"first")))
-            )
-            if needs_python(expression, names):
-                path = curve.get_pointer(b"rna_path")
-                where = f"{path.as_string() if path else '?'}[{curve.get(b'array_index')}]"
-                drivers.append(f"{block.id_name.decode('utf-8', 'replace')[2:]}: {where} = {expression}")
+        if len(drivers) >= MAX_REPORTED or not (block.has_field(b"adt") or block.has_field(b"nodetree")):
+            continue  # the DNA says so without reading the block
+        if block.code == b"DATA" or not isinstance(block.id_name, bytes):
+            continue  # an embedded node tree (DATA, but with an ID name) is reported through its owner below
+        owner = block.id_name.decode("utf-8", "replace")[2:]
+        drivers.extend(_python_drivers(block, owner))
+        # A material's, world's, light's, texture's or (before 5.0) scene's node tree is embedded in its ID, written
+        # as a DATA block without an ID name: its drivers are found only through the owner.
+        embedded = _deref(block, b"nodetree") if block.has_field(b"nodetree") else None
+        if embedded is not None and embedded.has_field(b"adt"):
+            drivers.extend(_python_drivers(embedded, f"{owner} node tree"))
     return PythonUse(tuple(scripts[:MAX_REPORTED]), tuple(drivers[:MAX_REPORTED]))
+
+
+def _python_drivers(block: blendfile.BlendFileBlock, owner: str) -> Iterator[str]:
+    """``<owner>: <path>[<index>] = <expression>`` for each scripted driver of ``block`` that needs Python."""
+    animation = _deref(block, b"adt") if block.has_field(b"adt") else None
+    if animation is None:
+        return
+    for curve in _iter_list(animation, b"drivers"):
+        driver = _deref(curve, b"driver")
+        if driver is None or driver.get(b"type") != DRIVER_TYPE_PYTHON:
+            continue
+        expression = str(driver.get(b"expression", as_str=True))
+        names = frozenset(str(var.get(b"name", as_str=True)) for var in _iter_list(driver, b"variables"))
+        if needs_python(expression, names):
+            path = _deref(curve, b"rna_path")
+            where = f"{path.as_string() if path else '?'}[{curve.get(b'array_index')}]"
+            yield f"{owner}: {where} = {expression}"
 
 
 @dataclass(frozen=True)
