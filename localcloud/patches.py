@@ -31,6 +31,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
     StateTaskServiceBatch,
 )
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+from render_contract.execution_input import MAX_INPUT_BYTES
 
 from .batch import LocalBatchExecutor
 from .shapes import input_shape, output_shape
@@ -141,10 +142,6 @@ def _stop_execution_terminating_jobs(original: Callable[..., Any]) -> Callable[.
     return stop_execution
 
 
-MAX_EXECUTION_INPUT_BYTES = 262_144
-"""StartExecution's ``input``: "Length Constraints: Maximum length of 262144", in bytes of UTF-8 (API reference)."""
-
-
 def _start_execution_checking_size(original: Callable[..., Any]) -> Callable[..., Any]:
     def start_execution(
         self: StepFunctionsParserBackend,
@@ -154,10 +151,10 @@ def _start_execution_checking_size(original: Callable[..., Any]) -> Callable[...
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        if execution_input is not None and len(str(execution_input).encode("utf-8")) > MAX_EXECUTION_INPUT_BYTES:
+        if execution_input is not None and len(str(execution_input).encode("utf-8")) > MAX_INPUT_BYTES:
             raise ValidationException(
                 "1 validation error detected: Value at 'input' failed to satisfy constraint: "
-                f"Member must have length less than or equal to {MAX_EXECUTION_INPUT_BYTES}"
+                f"Member must have length less than or equal to {MAX_INPUT_BYTES}"
             )
         return original(self, state_machine_arn, name, execution_input, *args, **kwargs)
 

@@ -24,7 +24,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from render_contract import exitcodes, layout
-from render_contract.errors import NoSpace
+from render_contract.errors import AccessDenied, NoSpace
 from render_worker import cli, s3io, verify
 
 from tests.conftest import REGION, free_port, make_scene
@@ -212,7 +212,7 @@ def test_disk_full_while_fetching_is_no_space_and_retried(
     monkeypatch.setenv("AWS_BATCH_JOB_ARRAY_INDEX", "0")
     monkeypatch.setenv("AWS_BATCH_JOB_ATTEMPT", "3")
     code = cli.main(["render", "-i", plan.input_uri, "-o", plan.output_uri, "-f", str(plan.frames_per_job)])
-    assert code == exitcodes.EXIT_NO_SPACE == exitcodes.EXIT_INTERRUPTED
+    assert code == NoSpace.exit_code == exitcodes.EXIT_INTERRUPTED
     record = error_record(bucket, layout.errors_prefix(plan.job_id) + "render-chunk-0-attempt-3.json")
     assert record["error"] == "NoSpace"
     assert record["message"] == "the worker's disk is full: No space left on device"
@@ -298,7 +298,7 @@ def test_s3_access_denied_is_named_and_not_retried(
     plan = make_plan(bucket, "job-denied", upload_blend(bucket, tiny_scene), frames=(1, 2, 1))
 
     result = run_worker("render", plan)
-    assert result.returncode == exitcodes.EXIT_ACCESS_DENIED == exitcodes.EXIT_FAILED, result.stderr
+    assert result.returncode == AccessDenied.exit_code == exitcodes.EXIT_FAILED, result.stderr
     assert "Traceback" not in result.stderr
     record = error_record(bucket, layout.errors_prefix(plan.job_id) + "render-chunk-0-attempt-1.json")
     assert record["error"] == "AccessDenied"

@@ -400,8 +400,8 @@ def test_named_worker_faults_meet_the_retry_strategy(template: dict[str, Any], l
     }
     decided = {cls: retry_decision(strategy, worker_cli.exit_code_for(action, cls("x")), reason) for cls in expected}
     assert decided == expected
-    assert exitcodes.EXIT_NO_SPACE in exitcodes.RETRIED_EXIT_CODES
-    assert exitcodes.EXIT_ACCESS_DENIED not in exitcodes.RETRIED_EXIT_CODES
+    assert NoSpace.exit_code in exitcodes.RETRIED_EXIT_CODES
+    assert AccessDenied.exit_code not in exitcodes.RETRIED_EXIT_CODES
 
 
 @pytest.mark.parametrize("logical", ["RenderJobDefinition", "StitchJobDefinition"])

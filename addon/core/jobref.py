@@ -45,7 +45,3 @@ class JobRef:
                 raise
             found = (cls(job_id, arn, connection.outputs.bucket), described)
         return found
-
-    @classmethod
-    def from_arn(cls, connection: Connection, execution_arn: str) -> JobRef:
-        return cls(ids.job_id_of(execution_arn), execution_arn, connection.outputs.bucket)

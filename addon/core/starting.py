@@ -95,11 +95,12 @@ def resume(connection: Connection, job_id: str) -> JobRef:
     if described["status"] == "SUCCEEDED":
         raise InvalidInput(f"job {job_id} is done: there is nothing to resume")
     sfn = connection.client("stepfunctions")
-    first = sfn.describe_execution(executionArn=JobRef.from_id(connection, job_id).execution_arn)
+    if latest.run > 1:  # a resume reuses the first run's input, whichever run ended last
+        described = sfn.describe_execution(executionArn=JobRef.from_id(connection, job_id).execution_arn)
     name = ids.execution_name(job_id, latest.run + 1)
     try:
         execution = sfn.start_execution(
-            stateMachineArn=connection.outputs.state_machine_arn, name=name, input=first.get("input") or "{}"
+            stateMachineArn=connection.outputs.state_machine_arn, name=name, input=described.get("input") or "{}"
         )
     except botocore.exceptions.ClientError as error:
         detail = error.response.get("Error", {})

@@ -44,8 +44,8 @@ from .plan import MAX_FRAMES
 MAX_FRAMES_PER_JOB = MAX_FRAMES
 SCENE_NAME_LIMIT = 255
 AUTO = "auto"
-MAX_INPUT_BYTES = 256 * 1024
-"""Step Functions refuses an execution input larger than 256 KB."""
+MAX_INPUT_BYTES = 262_144
+"""Step Functions refuses an execution input larger than 262,144 bytes of UTF-8 (256 KiB)."""
 _INTEGER = re.compile(r"^[+-]?[0-9]{1,12}$")
 
 
