@@ -1,0 +1,356 @@
+"""The video (issue 16.4): a movie scene's own container, codec, quality and sound; a stills job's preview made from
+display-referred images.
+
+Real parts only: scenes written by bpy 5.0.1 in their own process, the real worker as a process against S3 over
+HTTP (moto server), real FFmpeg, videos probed with PyAV, and the same file rendered locally "F12-style" by
+Blender's own movie writer to compare streams and codecs with. Scenes are tiny (64x36 Workbench, 6 frames).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import struct
+import subprocess
+import sys
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import boto3
+import numpy as np
+import pytest
+from render_contract import exitcodes, layout
+from render_contract.errors import EncoderMissing
+from render_contract.plan import Plan
+
+from tests.conftest import ROOT, make_scene
+from tests.test_worker import _put_manifest, error_record, make_plan, run_worker, upload_blend
+
+sys.path.insert(0, str(ROOT / "container"))
+sys.path.insert(0, str(ROOT / "lambda" / "frame_counter"))
+
+from render_worker import movie  # noqa: E402
+from render_worker.stitch import ffmpeg_binary  # noqa: E402
+
+FFMPEG = ffmpeg_binary()
+
+SETUP = r"""
+import json, sys
+import bpy
+
+blend, options = sys.argv[1], json.loads(sys.argv[2])
+bpy.ops.wm.open_mainfile(filepath=blend, load_ui=False)
+scene = bpy.context.scene
+image = scene.render.image_settings
+if options.get("movie"):
+    if hasattr(image, "media_type"):
+        image.media_type = "VIDEO"
+    image.file_format = "FFMPEG"
+    for name, value in options["movie"].items():
+        setattr(scene.render.ffmpeg, name, value)
+for name, value in options.get("image", {}).items():
+    setattr(image, name, value)
+for name, value in options.get("view", {}).items():
+    setattr(scene.view_settings, name, value)
+scene.render.filepath = options.get("filepath", "//render/shot_")
+if options.get("sound"):
+    editor = scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    strip = strips.new_sound("tone", options["sound"], 2, 1)
+    if options.get("pack"):
+        strip.sound.pack()
+if options.get("exposure") is not None:
+    scene.view_settings.exposure = options["exposure"]
+bpy.ops.wm.save_as_mainfile(filepath=blend, relative_remap=True)
+"""
+
+F12 = r"""
+import sys
+import bpy
+
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1], load_ui=False)
+scene = bpy.context.scene
+scene.render.filepath = sys.argv[2]
+bpy.ops.render.render(animation=True)
+print("F12", scene.render.frame_path(frame=scene.frame_start))
+"""
+
+RENDER_REFERENCE = r"""
+import sys
+import bpy
+
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1], load_ui=False)
+scene = bpy.context.scene
+scene.frame_set(scene.frame_start)
+bpy.ops.render.render()
+image = scene.render.image_settings
+image.file_format = "PNG"
+image.color_mode = "RGB"
+image.color_depth = "8"
+bpy.data.images["Render Result"].save_render(filepath=sys.argv[2], scene=scene)
+"""
+
+
+def bpy_script(script: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def sine_wav(path: Path, seconds: float = 1.0, rate: int = 44100, channels: int = 1) -> Path:
+    """A 440 Hz tone, written with the standard library."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        samples = (int(12000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(seconds * rate)))
+        out.writeframes(b"".join(struct.pack("<h", s) * channels for s in samples))
+    return path
+
+
+def movie_scene(tmp_path: Path, name: str, **options: object) -> Path:
+    blend = make_scene(
+        tmp_path / f"{name}.blend", "--frame-end", "6", "--resolution", "64", "36", "--engine", "workbench"
+    )
+    bpy_script(SETUP, str(blend), json.dumps(options))
+    return blend
+
+
+def movie_plan(bucket: str, job_id: str, input_uri: str, main_file: str, container: str, video_name: str) -> Plan:
+    """The plan the frame counter writes for a movie scene: PNG frames, the video named by the output path."""
+    plan = make_plan(bucket, job_id, input_uri, main_file=main_file)
+    ext = {"MPEG4": "mp4", "QUICKTIME": "mov", "MKV": "mkv", "WEBM": "webm"}[container]
+    plan = dataclasses.replace(
+        plan, file_format="FFMPEG", video_container=container, video_key=layout.video_key(job_id, video_name, ext)
+    )
+    boto3.client("s3").put_object(Bucket=bucket, Key=layout.plan_key(job_id), Body=plan.to_json())
+    return plan
+
+
+def streams(path: Path) -> dict:
+    """What a player sees: the container, and each stream's codec and format."""
+    with av.open(str(path)) as container:
+        facts: dict = {"format": container.format.name, "video": None, "audio": None}
+        if container.streams.video:
+            video = container.streams.video[0]
+            facts["video"] = {
+                "codec": video.codec_context.name,
+                "pix_fmt": video.codec_context.pix_fmt,
+                "size": (video.codec_context.width, video.codec_context.height),
+                "rate": video.average_rate,
+                "frames": sum(1 for _ in container.decode(video)),
+            }
+        if container.streams.audio:
+            audio = container.streams.audio[0]
+            facts["audio"] = {
+                "codec": audio.codec_context.name,
+                "channels": audio.codec_context.channels,
+                "rate": audio.codec_context.sample_rate,
+            }
+    return facts
+
+
+def fetch_video(bucket: str, key: str, tmp_path: Path) -> Path:
+    local = tmp_path / "farm" / key.rsplit("/", 1)[-1]
+    local.parent.mkdir(exist_ok=True)
+    boto3.client("s3").download_file(bucket, key, str(local))
+    return local
+
+
+def render_and_stitch(plan: Plan) -> str:
+    result = run_worker("render", plan)
+    assert result.returncode == exitcodes.EXIT_OK, result.stderr
+    result = run_worker("stitch", plan)
+    assert result.returncode == exitcodes.EXIT_OK, result.stderr
+    return result.stderr
+
+
+# --- the mapping of Blender's settings to FFmpeg (no bpy) -------------------------------------------------------
+
+
+def _args(settings: movie.MovieSettings, encoders: frozenset[str] | None = None) -> list[str]:
+    encoders = encoders or movie.available_encoders(FFMPEG)
+    return movie.video_args(settings, movie.video_encoder(settings, encoders))
+
+
+def _option(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+@pytest.mark.parametrize(
+    ("crf", "x264", "x265"),
+    [("PERC_LOSSLESS", "17", "20"), ("HIGH", "20", "24"), ("MEDIUM", "23", "28"), ("LOWEST", "32", "37")],
+)
+def test_crf_names_map_to_blenders_numbers(crf: str, x264: str, x265: str) -> None:
+    assert _option(_args(movie.MovieSettings(codec="H264", crf=crf)), "-crf") == x264
+    assert _option(_args(movie.MovieSettings(codec="H265", crf=crf)), "-crf") == x265
+    assert _option(_args(movie.MovieSettings(codec="H265", crf=crf, color_depth=10)), "-crf") == str(int(x265) - 3)
+
+
+def test_lossless_is_4_4_4_and_each_codecs_own_switch() -> None:
+    h264 = _args(movie.MovieSettings(codec="H264", crf="LOSSLESS"))
+    assert _option(h264, "-crf") == "0" and _option(h264, "-pix_fmt") == "yuv444p"
+    assert "lossless=1" in (_option(_args(movie.MovieSettings(codec="H265", crf="LOSSLESS")), "-x265-params") or "")
+    assert _option(_args(movie.MovieSettings(codec="WEBM", crf="LOSSLESS")), "-lossless") == "1"
+
+
+def test_bitrate_mode_keyframes_b_frames_and_presets() -> None:
+    args = _args(
+        movie.MovieSettings(
+            codec="H264", crf="NONE", video_bitrate=4000, maxrate=5000, buffersize=100, gop=7, max_b_frames=2
+        )
+    )
+    assert "-crf" not in args
+    assert (_option(args, "-b:v"), _option(args, "-maxrate"), _option(args, "-bufsize")) == ("4000k", "5000k", "102400")
+    assert (_option(args, "-g"), _option(args, "-bf")) == ("7", "2")
+    assert _option(_args(movie.MovieSettings(codec="H264")), "-bf") == "0"  # Blender writes no B-frames unless asked
+    for preset, x264 in (("BEST", "slower"), ("GOOD", "medium"), ("REALTIME", "superfast")):
+        assert _option(_args(movie.MovieSettings(codec="H264", preset=preset)), "-preset") == x264
+    assert _option(_args(movie.MovieSettings(codec="WEBM", preset="REALTIME")), "-deadline") == "realtime"
+
+
+def test_prores_profiles_and_alpha() -> None:
+    hq = _args(movie.MovieSettings(container="QUICKTIME", codec="PRORES", prores_profile="422_HQ"))
+    assert (_option(hq, "-profile:v"), _option(hq, "-pix_fmt")) == ("3", "yuv422p10le")
+    assert "-g" not in hq and "-b:v" not in hq
+    alpha = _args(movie.MovieSettings(codec="PRORES", prores_profile="4444", alpha=True))
+    assert _option(alpha, "-pix_fmt") == "yuva444p10le"
+    assert _option(_args(movie.MovieSettings(codec="PNG", alpha=True)), "-pix_fmt") == "rgba"
+
+
+def test_an_encoder_the_ffmpeg_lacks_is_a_named_error() -> None:
+    without_x265 = movie.available_encoders(FFMPEG) - {"libx265"}
+    with pytest.raises(EncoderMissing, match=r"H265 needs one of the FFmpeg encoders libx265"):
+        _args(movie.MovieSettings(codec="H265"), without_x265)
+    with pytest.raises(EncoderMissing, match=r"no video codec \(NONE\)"):
+        _args(movie.MovieSettings(codec="NONE"))
+    with pytest.raises(EncoderMissing, match=r"audio codec OPUS"):
+        movie.audio_encoder(movie.MovieSettings(audio_codec="OPUS"), frozenset({"aac"}))
+
+
+def test_av1_encoder_follows_the_preset_like_blender() -> None:
+    every = frozenset({"librav1e", "libaom-av1", "libsvtav1"})
+    picks = {p: movie.video_encoder(movie.MovieSettings(codec="AV1", preset=p), every) for p in movie.AV1_ENCODERS}
+    assert picks == {"BEST": "librav1e", "GOOD": "libaom-av1", "REALTIME": "libsvtav1"}
+    assert movie.video_encoder(movie.MovieSettings(codec="AV1", preset="BEST"), frozenset({"libsvtav1"})) == "libsvtav1"
+
+
+@pytest.mark.parametrize(
+    ("path", "stem"),
+    [
+        ("//render/shot_", "shot"),
+        ("//render/shot_###", "shot"),
+        ("/tmp/out/final.mov", "final"),
+        ("//render/", ""),
+        ("C:\\renders\\sq010.mkv", "sq010"),
+        ("//cut.v2", "cut.v2"),
+    ],
+)
+def test_movie_stem_of_an_output_path(path: str, stem: str) -> None:
+    assert layout.movie_stem(path) == stem
+
+
+def test_video_key_carries_the_containers_extension() -> None:
+    assert layout.video_key("job-1", "shot", "mov") == "jobs/job-1/shot.mov"
+    assert layout.video_key("job-1", "Tiny shot") == "jobs/job-1/Tiny_shot.mp4"
+    with pytest.raises(Exception, match="invalid video extension"):
+        layout.video_key("job-1", "shot", "mp4/../x")
+
+
+# --- the worker: a movie scene's own movie, from real renders on S3 ----------------------------------------------
+
+
+def f12_movie(blend: Path, tmp_path: Path) -> Path:
+    """The same file rendered as the artist's Blender would (Render > Render Animation), with its own writer."""
+    out = bpy_script(F12, str(blend), str(tmp_path / "f12" / "shot_"))
+    return Path(out.split("F12 ", 1)[1].splitlines()[0].strip())
+
+
+def test_mp4_h264_with_the_sequencers_sound_matches_blenders_own_movie(bucket: str, tmp_path: Path) -> None:
+    blend = movie_scene(
+        tmp_path,
+        "mp4",
+        movie={
+            "format": "MPEG4",
+            "codec": "H264",
+            "constant_rate_factor": "HIGH",
+            "ffmpeg_preset": "REALTIME",
+            "gopsize": 3,
+            "audio_codec": "AAC",
+            "audio_channels": "STEREO",
+            "audio_mixrate": 48000,
+            "audio_bitrate": 128,
+        },
+        sound=str(sine_wav(tmp_path / "tone.wav")),
+        pack=True,
+    )
+    plan = movie_plan(bucket, "job-mp4", upload_blend(bucket, blend, "uploads/mp4.blend"), "mp4.blend", "MPEG4", "shot")
+    log = render_and_stitch(plan)
+    assert "mixed down 1 sound sources" in log
+    farm = streams(fetch_video(bucket, "jobs/job-mp4/shot.mp4", tmp_path))
+    assert "mp4" in farm["format"]
+    assert farm["video"] == {"codec": "h264", "pix_fmt": "yuv420p", "size": (64, 36), "rate": Fraction(24), "frames": 6}
+    assert farm["audio"] == {"codec": "aac", "channels": 2, "rate": 48000}
+
+    local = streams(f12_movie(blend, tmp_path))
+    assert local == farm
+
+
+MOVIES = {
+    "mkv-h265-flac": (
+        {"format": "MKV", "codec": "H265", "constant_rate_factor": "MEDIUM", "ffmpeg_preset": "REALTIME"}
+        | {"audio_codec": "FLAC", "audio_channels": "MONO", "audio_mixrate": 44100},
+        {"video": ("hevc", "yuv420p"), "audio": ("flac", 1, 44100), "format": "matroska"},
+    ),
+    "webm-vp9-opus": (
+        {"format": "WEBM", "codec": "WEBM", "constant_rate_factor": "LOW", "ffmpeg_preset": "REALTIME"}
+        | {"audio_codec": "OPUS", "audio_channels": "STEREO", "audio_mixrate": 48000, "audio_bitrate": 96},
+        {"video": ("vp9", "yuv420p"), "audio": ("opus", 2, 48000), "format": "matroska"},
+    ),
+    "mov-prores-pcm": (
+        {"format": "QUICKTIME", "codec": "PRORES", "ffmpeg_prores_profile": "422_HQ"}
+        | {"audio_codec": "PCM", "audio_channels": "STEREO", "audio_mixrate": 48000},
+        {"video": ("prores", "yuv422p10le"), "audio": ("pcm_s16le", 2, 48000), "format": "mov"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MOVIES))
+def test_container_codec_and_audio_of_the_scene_with_the_sound_file_from_the_manifest(
+    bucket: str, tmp_path: Path, case: str
+) -> None:
+    """The sound is a file next to the .blend (``//tone.wav``) in the job's manifest, as the add-on uploads it."""
+    settings, expected = MOVIES[case]
+    sine_wav(tmp_path / "tone.wav")
+    blend = movie_scene(tmp_path, "scene", movie=settings, sound="//tone.wav")
+    job_id = f"job-{case}"
+    files = {"scene.blend": blend.read_bytes(), "tone.wav": (tmp_path / "tone.wav").read_bytes()}
+    files["textures/big.bin"] = b"\0" * 1000  # not a sound: the stitch does not fetch it
+    uri = _put_manifest(bucket, job_id, "scene.blend", files)
+    plan = movie_plan(bucket, job_id, uri, "scene.blend", settings["format"], "shot")
+    log = render_and_stitch(plan)
+    assert "fetched 2 files of manifest" in log.split("render-worker stitch", 1)[1]
+
+    farm = streams(fetch_video(bucket, plan.video_key, tmp_path))
+    assert expected["format"] in farm["format"]
+    assert (farm["video"]["codec"], farm["video"]["pix_fmt"]) == expected["video"]
+    assert (farm["video"]["frames"], farm["video"]["rate"], farm["video"]["size"]) == (6, Fraction(24), (64, 36))
+    assert (farm["audio"]["codec"], farm["audio"]["channels"], farm["audio"]["rate"]) == expected["audio"]
+
+    local = streams(f12_movie(blend, tmp_path))
+    assert (local["video"]["codec"], local["audio"]["codec"]) == (farm["video"]["codec"], farm["audio"]["codec"])
+    assert (local["audio"]["channels"], local["audio"]["rate"]) == (farm["audio"]["channels"], farm["audio"]["rate"])
+
+
+def test_an_audio_codec_without_any_sound_writes_no_audio_stream(bucket: str, tmp_path: Path) -> None:
+    blend = movie_scene(tmp_path, "silent", movie={"format": "QUICKTIME", "codec": "H264", "audio_codec": "AAC"})
+    plan = movie_plan(bucket, "job-silent", upload_blend(bucket, blend), "tiny.blend", "QUICKTIME", "shot")
+    log = render_and_stitch(plan)
+    assert "no sound strip or speaker: no audio stream" in log
+    farm = streams(fetch_video(bucket, "jobs/job-silent/shot.mov", tmp_path))
+    assert farm["audio"] is None and farm["video"]["codec"] == "h264" and "mov" in farm["format"]
