@@ -25,15 +25,12 @@ import pytest
 from render_contract import exitcodes, layout
 from render_contract.errors import EncoderMissing
 from render_contract.plan import Plan
+from render_worker import movie
+from render_worker.stitch import ffmpeg_binary
 
 from tests.conftest import ROOT, make_scene
-from tests.test_worker import _put_manifest, error_record, make_plan, run_worker, upload_blend
-
-sys.path.insert(0, str(ROOT / "container"))
-sys.path.insert(0, str(ROOT / "lambda" / "frame_counter"))
-
-from render_worker import movie  # noqa: E402
-from render_worker.stitch import ffmpeg_binary  # noqa: E402
+from tests.test_frame_counter import Run, app, env, read_plan, run  # noqa: F401 (fixtures)
+from tests.test_worker import _put_manifest, make_plan, run_worker, upload_blend
 
 FFMPEG = ffmpeg_binary()
 
@@ -65,6 +62,26 @@ if options.get("sound"):
 if options.get("exposure") is not None:
     scene.view_settings.exposure = options["exposure"]
 bpy.ops.wm.save_as_mainfile(filepath=blend, relative_remap=True)
+"""
+
+CONTAINERS = r"""
+import sys
+import bpy
+
+folder = sys.argv[1]
+bpy.ops.wm.open_mainfile(filepath=sys.argv[2], load_ui=False)
+scene = bpy.context.scene
+if hasattr(scene.render.image_settings, "media_type"):
+    scene.render.image_settings.media_type = "VIDEO"
+scene.render.image_settings.file_format = "FFMPEG"
+for container, path in [
+    ("MPEG4", "//render/shot_"), ("QUICKTIME", "//render/shot_###"), ("MKV", "/tmp/out/final.mkv"),
+    ("WEBM", "//render/"), ("AVI", "//a"), ("DV", "//b"), ("FLASH", "//c"), ("MPEG1", "//d"), ("MPEG2", "//e"),
+    ("OGG", "//f"),
+]:
+    scene.render.ffmpeg.format = container
+    scene.render.filepath = path
+    bpy.ops.wm.save_as_mainfile(filepath=f"{folder}/{container}.blend", copy=True)
 """
 
 F12 = r"""
@@ -354,3 +371,106 @@ def test_an_audio_codec_without_any_sound_writes_no_audio_stream(bucket: str, tm
     assert "no sound strip or speaker: no audio stream" in log
     farm = streams(fetch_video(bucket, "jobs/job-silent/shot.mov", tmp_path))
     assert farm["audio"] is None and farm["video"]["codec"] == "h264" and "mov" in farm["format"]
+
+
+# --- a stills job's preview: display-referred, as the Render window shows it -------------------------------------
+
+
+def first_frame(video: Path, tmp_path: Path) -> np.ndarray:
+    """The video's first frame as RGB 0..1, decoded by FFmpeg (which honours the stream's BT.709 tags)."""
+    png = tmp_path / f"{video.stem}-first.png"
+    subprocess.run(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-i", str(video), "-frames:v", "1", str(png)], check=True
+    )
+    return read_png(png)
+
+
+def read_png(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return frame.to_ndarray(format="rgb24").astype(np.float64) / 255.0
+
+
+@pytest.mark.parametrize(
+    "view", [{}, {"view_transform": "AgX", "exposure": 0.5, "gamma": 1.2}], ids=["default-view", "exposure-gamma"]
+)
+def test_an_exr_jobs_preview_looks_like_the_render_window(bucket: str, tmp_path: Path, view: dict) -> None:
+    """The first video frame against Blender's display-referred render of frame 1 (the Render window's image, with
+    the scene's view transform, exposure and gamma): close after, far before (FFmpeg fed the linear EXR)."""
+    blend = make_scene(
+        tmp_path / "exr.blend",
+        *("--frame-end", "3", "--resolution", "64", "36", "--engine", "workbench", "--file-format", "OPEN_EXR"),
+    )
+    bpy_script(SETUP, str(blend), json.dumps({"view": view}))
+    plan = make_plan(bucket, "job-exr", upload_blend(bucket, blend, "uploads/exr.blend"), frames=(1, 3, 1))
+    plan = dataclasses.replace(plan, file_format="OPEN_EXR", frame_extension="exr", main_file="exr.blend")
+    boto3.client("s3").put_object(Bucket=bucket, Key=layout.plan_key(plan.job_id), Body=plan.to_json())
+    log = render_and_stitch(plan)
+    assert "converting 3 exr frames to display-referred PNG: view AgX" in log
+    assert f"exposure {view.get('exposure', 0):g}, gamma {view.get('gamma', 1):g}" in log
+
+    reference = tmp_path / "render-window.png"
+    bpy_script(RENDER_REFERENCE, str(blend), str(reference))
+    window = read_png(reference)
+    after = float(np.abs(first_frame(fetch_video(bucket, plan.video_key, tmp_path), tmp_path) - window).mean())
+
+    # Before: FFmpeg read the scene-linear EXR itself, as the stitch did.
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    boto3.client("s3").download_file(bucket, layout.frame_key(plan.job_id, 1, "exr"), str(raw / "000000.exr"))
+    before_video = tmp_path / "before.mp4"
+    subprocess.run(movie.command(FFMPEG, raw / "%06d.exr", 24, 1, movie.PREVIEW, before_video), check=True)
+    before = float(np.abs(first_frame(before_video, tmp_path) - window).mean())
+
+    print(f"EXR preview vs Render window, mean |difference| (0..1): before {before:.4f}, after {after:.4f}")
+    assert after < 0.02, after
+    assert before > 0.05, before
+
+
+def test_a_png_jobs_preview_differs_from_the_render_window_by_compression_alone(bucket: str, tmp_path: Path) -> None:
+    """PNG frames are display-referred already: the stitch does not open the .blend, and only H.264 differs."""
+    blend = make_scene(tmp_path / "png.blend", "--frame-end", "3", "--resolution", "64", "36", "--engine", "workbench")
+    plan = make_plan(bucket, "job-png", upload_blend(bucket, blend, "uploads/png.blend"), frames=(1, 3, 1))
+    plan = dataclasses.replace(plan, main_file="png.blend")
+    boto3.client("s3").put_object(Bucket=bucket, Key=layout.plan_key(plan.job_id), Body=plan.to_json())
+    log = render_and_stitch(plan)
+    assert "display-referred" not in log and "fetched" not in log.split("render-worker stitch", 1)[1]
+    reference = tmp_path / "render-window.png"
+    bpy_script(RENDER_REFERENCE, str(blend), str(reference))
+    video = fetch_video(bucket, "jobs/job-png/Tiny_shot.mp4", tmp_path)
+    difference = float(np.abs(first_frame(video, tmp_path) - read_png(reference)).mean())
+    print(f"PNG preview vs Render window, mean |difference| (0..1): {difference:.4f}")
+    assert difference < 0.02, difference
+
+
+# --- the frame counter names the video ---------------------------------------------------------------------------
+
+
+def test_the_frame_counter_names_a_movie_jobs_video_by_output_path_and_container(
+    run: Run,
+    tmp_path: Path,  # noqa: F811
+) -> None:
+    """Files written by bpy 5.0.1 with each container: the plan's video is ``<output name>.<extension>`` (the job
+    name when the output path is a folder), and the summary's ``videoUri`` (what clients download) says so."""
+    base = make_scene(tmp_path / "base.blend", "--frame-end", "6", "--resolution", "64", "36", "--engine", "workbench")
+    bpy_script(CONTAINERS, str(tmp_path), str(base))
+    expected = {
+        "MPEG4": "shot.mp4",
+        "QUICKTIME": "shot.mov",
+        "MKV": "final.mkv",
+        "WEBM": "Pottery.webm",
+        "AVI": "a.avi",
+        "DV": "b.dv",
+        "FLASH": "c.flv",
+        "MPEG1": "d.mpg",
+        "MPEG2": "e.mpg",
+        "OGG": "f.ogv",
+    }
+    for container, name in expected.items():
+        summary = run(tmp_path / f"{container}.blend", job_id=f"name-{container.lower()}", jobName="Pottery")
+        plan = read_plan(summary)
+        assert (plan.file_format, plan.video_container, plan.frame_extension) == ("FFMPEG", container, "png")
+        assert plan.video_key == f"jobs/name-{container.lower()}/{name}"
+        assert summary["videoUri"].endswith(f"/{plan.video_key}")
+    stills = read_plan(run(base, job_id="name-stills", jobName="Pottery"))
+    assert (stills.video_container, stills.video_key) == ("", "jobs/name-stills/Pottery.mp4")
