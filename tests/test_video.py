@@ -447,8 +447,8 @@ def test_a_png_jobs_preview_differs_from_the_render_window_by_compression_alone(
 
 
 def test_the_frame_counter_names_a_movie_jobs_video_by_output_path_and_container(
-    run: Run,
-    tmp_path: Path,  # noqa: F811
+    run: Run,  # noqa: F811 (the frame counter's fixture)
+    tmp_path: Path,
 ) -> None:
     """Files written by bpy 5.0.1 with each container: the plan's video is ``<output name>.<extension>`` (the job
     name when the output path is a folder), and the summary's ``videoUri`` (what clients download) says so."""
