@@ -28,7 +28,8 @@ from render_contract.plan import Plan
 from render_worker import movie
 from render_worker.stitch import ffmpeg_binary
 
-from tests.conftest import ROOT, make_scene
+from localcloud.process import LocalCloudProcess
+from tests.conftest import ROOT, make_scene, run_cli
 from tests.test_frame_counter import Run, app, env, read_plan, run  # noqa: F401 (fixtures)
 from tests.test_worker import _put_manifest, make_plan, run_worker, upload_blend
 
@@ -474,3 +475,42 @@ def test_the_frame_counter_names_a_movie_jobs_video_by_output_path_and_container
         assert summary["videoUri"].endswith(f"/{plan.video_key}")
     stills = read_plan(run(base, job_id="name-stills", jobName="Pottery"))
     assert (stills.video_container, stills.video_key) == ("", "jobs/name-stills/Pottery.mp4")
+
+
+# --- the whole pipeline on the local cloud -----------------------------------------------------------------------
+
+OPEN_VIDEO = r"""
+import sys
+from pathlib import Path
+
+import bpy
+
+sys.path.insert(0, sys.argv[2])
+from addon.operators import open_video
+
+scene = open_video(Path(sys.argv[1]), "shot")
+print("STRIPS", sorted(strip.type for strip in scene.sequence_editor.strips))
+"""
+
+
+@pytest.mark.slow
+def test_a_quicktime_scene_with_sound_comes_back_as_its_mov_with_audio(
+    local_cloud: LocalCloudProcess, tmp_path: Path
+) -> None:
+    """submit --wait --download through the real command line: the file the artist gets is the scene's movie
+    (``shot.mov``: H.264 and AAC, the sound packed in the .blend), and Open Video puts picture and sound in a scene."""
+    blend = movie_scene(
+        tmp_path,
+        "quicktime",
+        movie={"format": "QUICKTIME", "codec": "H264", "constant_rate_factor": "MEDIUM", "audio_codec": "AAC"},
+        sound=str(sine_wav(tmp_path / "tone.wav")),
+        pack=True,
+    )
+    result = run_cli(local_cloud, "submit", str(blend), "--wait", "--download", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    video_path = Path(result.stdout.split()[1])
+    assert video_path == tmp_path / "out" / "shot.mov", video_path
+    farm = streams(video_path)
+    assert "mov" in farm["format"] and farm["video"]["codec"] == "h264" and farm["video"]["frames"] == 6
+    assert (farm["audio"]["codec"], farm["audio"]["channels"], farm["audio"]["rate"]) == ("aac", 2, 48000)
+    assert "STRIPS ['MOVIE', 'SOUND']" in bpy_script(OPEN_VIDEO, str(video_path), str(ROOT))
