@@ -54,6 +54,13 @@ for name, value in options.get("image", {}).items():
 for name, value in options.get("view", {}).items():
     setattr(scene.view_settings, name, value)
 scene.render.filepath = options.get("filepath", "//render/shot_")
+if options.get("sound_scene"):  # the sound lives in another scene, shown by a scene strip
+    holder = bpy.data.scenes.new("Sounds")
+    holder.frame_end = 6
+    strips = holder.sequence_editor_create().strips
+    strips.new_sound("tone", options["sound_scene"], 1, 1).sound.pack()
+    main = scene.sequence_editor_create().strips
+    main.new_scene("shot", holder, 3, 1)
 if options.get("sound"):
     editor = scene.sequence_editor_create()
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences
@@ -363,6 +370,19 @@ def test_container_codec_and_audio_of_the_scene_with_the_sound_file_from_the_man
     local = streams(f12_movie(blend, tmp_path))
     assert (local["video"]["codec"], local["audio"]["codec"]) == (farm["video"]["codec"], farm["audio"]["codec"])
     assert (local["audio"]["channels"], local["audio"]["rate"]) == (farm["audio"]["channels"], farm["audio"]["rate"])
+
+
+def test_the_sound_of_a_scene_strip_is_mixed_in(bucket: str, tmp_path: Path) -> None:
+    blend = movie_scene(
+        tmp_path,
+        "nested",
+        movie={"format": "MKV", "codec": "H264", "audio_codec": "MP3", "audio_mixrate": 44100},
+        sound_scene=str(sine_wav(tmp_path / "tone.wav")),
+    )
+    plan = movie_plan(bucket, "job-nested", upload_blend(bucket, blend), "tiny.blend", "MKV", "shot")
+    assert "mixed down 1 sound sources" in render_and_stitch(plan)
+    farm = streams(fetch_video(bucket, "jobs/job-nested/shot.mkv", tmp_path))
+    assert farm["audio"]["codec"].startswith("mp3") and farm["audio"]["rate"] == 44100  # PyAV: "mp3float"
 
 
 def test_an_audio_codec_without_any_sound_writes_no_audio_stream(bucket: str, tmp_path: Path) -> None:

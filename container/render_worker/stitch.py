@@ -254,14 +254,18 @@ def scene_movie_settings(scene: Any, container: str) -> movie.MovieSettings:
     return settings
 
 
-def sound_sources(scene: Any) -> list[Any]:
+def sound_sources(scene: Any, _seen: frozenset[str] = frozenset()) -> list[Any]:
     """What the scene's mixdown plays: unmuted sound strips of its sequencer (``strips_all`` in Blender 5,
-    ``sequences_all`` before) and speakers with a sound."""
+    ``sequences_all`` before), speakers with a sound, and the sound of scenes its scene strips show."""
     sources: list[Any] = []
     editor = scene.sequence_editor
     if editor is not None:
-        strips = editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
+        strips = list(editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all)
         sources += [strip for strip in strips if strip.type == "SOUND" and not strip.mute and strip.sound]
+        for strip in strips:
+            inner = getattr(strip, "scene", None) if strip.type == "SCENE" and not strip.mute else None
+            if inner is not None and inner.name not in _seen | {scene.name}:
+                sources += sound_sources(inner, _seen | {scene.name})
     sources += [ob for ob in scene.objects if ob.type == "SPEAKER" and ob.data.sound and not ob.data.muted]
     return sources
 
