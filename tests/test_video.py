@@ -31,7 +31,7 @@ from render_worker.stitch import ffmpeg_binary
 from localcloud.process import LocalCloudProcess
 from tests.conftest import ROOT, make_scene, run_cli
 from tests.test_frame_counter import Run, app, env, read_plan, run  # noqa: F401 (fixtures)
-from tests.test_worker import _put_manifest, make_plan, run_worker, upload_blend
+from tests.test_worker import _put_manifest, error_record, make_plan, run_worker, upload_blend
 
 FFMPEG = ffmpeg_binary()
 
@@ -383,6 +383,19 @@ def test_the_sound_of_a_scene_strip_is_mixed_in(bucket: str, tmp_path: Path) -> 
     assert "mixed down 1 sound sources" in render_and_stitch(plan)
     farm = streams(fetch_video(bucket, "jobs/job-nested/shot.mkv", tmp_path))
     assert farm["audio"]["codec"].startswith("mp3") and farm["audio"]["rate"] == 44100  # PyAV: "mp3float"
+
+
+def test_a_movie_without_a_video_codec_fails_by_name_and_keeps_the_frames(bucket: str, tmp_path: Path) -> None:
+    blend = movie_scene(tmp_path, "novideo", movie={"format": "MKV", "codec": "NONE", "audio_codec": "FLAC"})
+    plan = movie_plan(bucket, "job-novideo", upload_blend(bucket, blend), "tiny.blend", "MKV", "shot")
+    assert run_worker("render", plan).returncode == exitcodes.EXIT_OK
+    result = run_worker("stitch", plan)
+    assert result.returncode == exitcodes.EXIT_FAILED, result.stderr
+    record = error_record(bucket, layout.errors_prefix(plan.job_id) + "stitch-attempt-1.json")
+    assert record["error"] == "EncoderMissing" and "no video codec (NONE)" in record["message"]
+    s3 = boto3.client("s3")
+    assert len(s3.list_objects_v2(Bucket=bucket, Prefix=layout.frames_prefix(plan.job_id))["Contents"]) == 6
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix=plan.video_key)
 
 
 def test_an_audio_codec_without_any_sound_writes_no_audio_stream(bucket: str, tmp_path: Path) -> None:
