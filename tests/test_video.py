@@ -265,6 +265,54 @@ def test_av1_encoder_follows_the_preset_like_blender() -> None:
     assert movie.video_encoder(movie.MovieSettings(codec="AV1", preset="BEST"), frozenset({"libsvtav1"})) == "libsvtav1"
 
 
+FRAME_CASES = [("AV1", "MKV", preset, crf) for preset in ("BEST", "GOOD", "REALTIME") for crf in ("MEDIUM", "NONE")]
+FRAME_CASES += [
+    ("FFV1", "MKV", "GOOD", "NONE"),
+    ("HUFFYUV", "AVI", "GOOD", "NONE"),
+    ("PNG", "QUICKTIME", "GOOD", "NONE"),
+    ("QTRLE", "QUICKTIME", "GOOD", "NONE"),
+    ("MPEG1", "MPEG1", "GOOD", "NONE"),
+    ("MPEG2", "MPEG2", "GOOD", "NONE"),
+    ("MPEG4", "AVI", "GOOD", "NONE"),
+    ("THEORA", "OGG", "GOOD", "NONE"),
+    ("FLASH", "FLASH", "GOOD", "NONE"),
+    ("H264", "MPEG4", "GOOD", "LOSSLESS"),
+    ("H264", "MKV", "GOOD", "NONE"),
+]
+
+
+@pytest.fixture(scope="module")
+def test_frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three 128x72 PNG frames numbered from 0, as the stitch lays them out (FFmpeg's test pattern)."""
+    folder = tmp_path_factory.mktemp("frames")
+    pattern = "testsrc=s=128x72:r=24:d=0.125"
+    subprocess.run(
+        [FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", pattern, "-start_number", "0", str(folder / "%06d.png")],
+        check=True,
+    )
+    return folder
+
+
+@pytest.mark.parametrize(("codec", "container", "preset", "crf"), FRAME_CASES)
+def test_every_codec_blender_offers_writes_a_playable_video(
+    test_frames: Path, tmp_path: Path, codec: str, container: str, preset: str, crf: str
+) -> None:
+    """The commands for the codecs the worker tests above do not run through Blender (FFmpeg and PyAV only)."""
+    settings = movie.MovieSettings(container=container, codec=codec, preset=preset, crf=crf)
+    out = tmp_path / f"video.{movie.MUXERS[container]}"
+    subprocess.run(movie.command(FFMPEG, test_frames / "%06d.png", 24, 1, settings, out), check=True)
+    facts = streams(out)
+    assert facts["video"]["frames"] == 3 and facts["video"]["size"] == (128, 72)
+
+
+def test_sizes_a_codec_refuses_are_named_before_ffmpeg_runs() -> None:
+    with pytest.raises(Exception, match=r"DV video must be 720x576 \(PAL, 25 fps\), 720x480"):
+        movie.check_size(movie.MovieSettings(codec="DV"), 1920, 1080)
+    movie.check_size(movie.MovieSettings(codec="DV"), 720, 576)
+    with pytest.raises(Exception, match=r"DNxHR needs at least 256x120"):
+        movie.check_size(movie.MovieSettings(codec="DNXHD"), 128, 72)
+
+
 @pytest.mark.parametrize(
     ("path", "stem"),
     [

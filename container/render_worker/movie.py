@@ -216,6 +216,8 @@ def _quality(settings: MovieSettings, encoder: str) -> list[str]:
         return []
     if codec not in CRF_CODECS or settings.crf not in CRF:
         rate = ["-b:v", f"{settings.video_bitrate}k"]
+        if codec == "AV1":  # SVT-AV1 refuses a maximum rate outside CRF mode; rav1e and libaom ignore them
+            return rate
         if settings.maxrate > 0:
             rate += ["-maxrate", f"{settings.maxrate}k"]
         if settings.minrate > 0:
@@ -294,6 +296,21 @@ def audio_args(settings: MovieSettings, encoder: str) -> list[str]:
     if abs(settings.audio_volume - 1.0) > 1e-6:
         args += ["-filter:a", f"volume={settings.audio_volume:.6g}"]
     return args
+
+
+DV_SIZES = {(720, 576): "PAL, 25 fps", (720, 480): "NTSC, 29.97 fps"}
+MIN_DNXHR_SIZE = (256, 120)
+
+
+def check_size(settings: MovieSettings, width: int, height: int) -> None:
+    """Codecs with size rules fail here with the rule, rather than with FFmpeg's "Invalid argument"."""
+    if settings.codec == "DV" and (width, height) not in DV_SIZES:
+        sizes = ", ".join(f"{w}x{h} ({what})" for (w, h), what in DV_SIZES.items())
+        raise StitchFailed(f"DV video must be {sizes}; the scene renders {width}x{height}: change the size or codec")
+    if settings.codec == "DNXHD" and (width < MIN_DNXHR_SIZE[0] or height < MIN_DNXHR_SIZE[1]):
+        raise StitchFailed(
+            f"DNxHR needs at least {MIN_DNXHR_SIZE[0]}x{MIN_DNXHR_SIZE[1]} pixels; the scene renders {width}x{height}"
+        )
 
 
 def command(

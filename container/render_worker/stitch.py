@@ -135,6 +135,8 @@ def stitch(plan: Plan, s3: Any, bucket: str, workdir: Path | None = None) -> str
                 pattern = _display_frames(scene, seq, len(frames), ext, work / "display")
             if plan.video_container:
                 settings = scene_movie_settings(scene, plan.video_container)
+                scale = plan.resolution_percentage / 100
+                movie.check_size(settings, int(plan.resolution_x * scale), int(plan.resolution_y * scale))
                 audio = _sound(scene, plan, settings, work / "mixdown.wav")
         signals.check()
         out = work / f"video.{extension}"
