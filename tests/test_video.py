@@ -595,3 +595,34 @@ def test_a_quicktime_scene_with_sound_comes_back_as_its_mov_with_audio(
     assert "mov" in farm["format"] and farm["video"]["codec"] == "h264" and farm["video"]["frames"] == 6
     assert (farm["audio"]["codec"], farm["audio"]["channels"], farm["audio"]["rate"]) == ("aac", 2, 48000)
     assert "STRIPS ['MOVIE', 'SOUND']" in bpy_script(OPEN_VIDEO, str(video_path), str(ROOT))
+
+
+SAVE_DISPLAY = r"""
+import sys
+from pathlib import Path
+
+import bpy
+from render_worker import display
+
+scene = bpy.context.scene
+scene.render.engine = "BLENDER_WORKBENCH"
+scene.render.resolution_x, scene.render.resolution_y = 64, 36
+scene.render.image_settings.media_type = "MULTI_LAYER_IMAGE"
+scene.render.image_settings.file_format = "OPEN_EXR_MULTILAYER"
+scene.view_settings.exposure = 1.0
+scene.render.filepath = sys.argv[1] + "/frame_"
+bpy.ops.render.render(write_still=True)
+display.save_display(bpy.data.images["Render Result"], scene, Path(sys.argv[1]) / "window.png")
+settings = scene.render.image_settings
+print("KEPT", settings.media_type, settings.file_format)
+display.to_display(scene, next(Path(sys.argv[1]).glob("frame_*.exr")), Path(sys.argv[1]) / "converted.png")
+"""
+
+
+def test_save_display_serves_a_render_result_and_a_multilayer_exr_and_restores_the_output(tmp_path: Path) -> None:
+    """For a flipbook writer: the Render Result saved display-referred, the artist's output settings kept, and a
+    multilayer EXR frame converted to the same image."""
+    out = bpy_script(SAVE_DISPLAY, str(tmp_path))
+    assert "KEPT MULTI_LAYER_IMAGE OPEN_EXR_MULTILAYER" in out
+    difference = float(np.abs(read_png(tmp_path / "window.png") - read_png(tmp_path / "converted.png")).mean())
+    assert difference < 0.01, difference
