@@ -186,12 +186,24 @@ class RENDER_OT_aws_open_video(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _has_audio(video: Path) -> bool:
+    """Whether Blender's audio library reads a sound from the file (a stills job's preview has none)."""
+    import aud  # type: ignore[import-not-found]  # Blender's audio library, part of bpy
+
+    try:
+        return aud.Sound(str(video)).length > 0
+    except aud.error:
+        return False
+
+
 def open_video(video: Path, name: str) -> bpy.types.Scene:
     """A scene with the video as a movie strip, sized to its length and rate: works without a window too."""
     scene = bpy.data.scenes.new(f"{name} (Render on AWS)")
     editor = scene.sequence_editor_create()
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # `sequences` before 4.4
     strip = strips.new_movie(name=name, filepath=str(video), channel=1, frame_start=1)
+    if _has_audio(video):  # a movie job's video may carry the scene's sound: its own strip, as Add > Movie does
+        strips.new_sound(name=f"{name} sound", filepath=str(video), channel=2, frame_start=1)
     scene.frame_start = 1
     scene.frame_end = max(1, strip.frame_final_duration)
     fps = getattr(strip, "fps", 0) or 0

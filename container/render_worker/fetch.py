@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -47,8 +48,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def materialise(s3: Any, input_uri: str, main_file: str, root: Path) -> Path:
-    """Downloads the inputs under ``root``; returns the local path of the main .blend."""
+def materialise(s3: Any, input_uri: str, main_file: str, root: Path, keep: Callable[[str], bool] | None = None) -> Path:
+    """Downloads the inputs under ``root``; returns the local path of the main .blend. With ``keep``, only the main
+    file and the manifest's paths ``keep`` accepts are downloaded (the stitch needs the sounds, not the textures)."""
     uri = layout.S3Uri.parse(input_uri)
     root.mkdir(parents=True, exist_ok=True)
     if not is_manifest(input_uri):
@@ -59,7 +61,7 @@ def materialise(s3: Any, input_uri: str, main_file: str, root: Path) -> Path:
         return target
 
     manifest = Manifest.parse(s3io.read_bytes(s3, uri.bucket, uri.key))
-    files = manifest.files
+    files = {rel: digest for rel, digest in manifest.files.items() if keep is None or rel == manifest.main or keep(rel)}
     targets = {rel: _inside(root, rel) for rel in files}
     for target in targets.values():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,12 @@ class StitchFailed(RenderOnAwsError):
     """FFmpeg could not make the video."""
 
 
+class EncoderMissing(RenderOnAwsError):
+    """The scene's movie settings ask for a codec the worker's FFmpeg cannot encode (e.g. H.265 without libx265):
+    the message names the codec, the encoders tried and what to choose instead. Retrying on the same image won't
+    help; the frames stay in S3."""
+
+
 class MissingDependencies(RenderOnAwsError):
     """Files the scene uses (textures, libraries, caches) are missing on the artist's disk."""
 

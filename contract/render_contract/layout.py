@@ -5,7 +5,9 @@
 ``jobs/<jobId>/job.json``                the plan (:mod:`.plan`)
 ``jobs/<jobId>/frames/<frame>.<ext>``    rendered frames, six-digit frame numbers
 ``jobs/<jobId>/errors/<what>.json``      the worker's account of a failure (name, message, frame)
-``jobs/<jobId>/<jobName>.mp4``           the video
+``jobs/<jobId>/<jobName>.mp4``           the video of a stills job (a display-referred H.264 preview)
+``jobs/<jobId>/<outputStem>.<ext>``      the video of a movie job: the scene's output path's name, its container's
+                                         extension (``mov``, ``mkv``, ...)
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ FRAME_DIGITS = 6
 MAX_KEY_BYTES = 1024
 """S3 keys hold at most 1,024 bytes of UTF-8."""
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+_MOVIE_SUFFIXES = frozenset({"mp4", "mov", "mkv", "webm", "avi", "dv", "flv", "mpg", "mpeg", "ogv", "ogg", "vob"})
+"""Extensions Blender keeps at the end of a movie output path (its ``get_file_extensions``)."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +101,22 @@ def error_key(job_id: str, action: str, chunk: int, attempt: int) -> str:
     return f"{errors_prefix(job_id)}{what}-attempt-{attempt}.json"
 
 
-def video_key(job_id: str, job_name: str) -> str:
-    return f"{job_prefix(job_id)}{safe_name(job_name)}.mp4"
+def video_key(job_id: str, name: str, extension: str = "mp4") -> str:
+    """``jobs/<jobId>/<name>.<extension>``: the name made key-safe; the extension is a movie container's."""
+    if not re.fullmatch(r"[a-z0-9]{1,5}", extension):
+        raise InvalidInput(f"invalid video extension {extension!r:.40}")
+    return f"{job_prefix(job_id)}{safe_name(name)}.{extension}"
+
+
+def movie_stem(output_path: str) -> str:
+    """The name part of a scene's output path (``//render/shot_###`` -> ``shot``): what the video of a movie job
+    is called. Frame-number placeholders (``#``) and a movie extension Blender would replace are dropped, and the
+    separators left at the end; empty when the path names only a folder (``//render/``)."""
+    name = re.split(r"[/\\]", output_path)[-1]
+    stem, dot, extension = name.rpartition(".")
+    if dot and extension.lower() in _MOVIE_SUFFIXES:
+        name = stem
+    return name.replace("#", "").rstrip("._- ")
 
 
 def job_id_from_output(output_key: str) -> str | None:

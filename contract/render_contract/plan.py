@@ -20,6 +20,21 @@ MAX_ARRAY_SIZE = 10_000
 """AWS Batch array jobs hold 2 to 10,000 children; one chunk runs as a plain job."""
 STILL_FORMATS = {"PNG": "png", "JPEG": "jpg", "OPEN_EXR": "exr", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
 """Formats the worker writes as they are; anything else (movies, odd formats) is rendered to PNG."""
+MOVIE_CONTAINERS = {
+    "MPEG4": "mp4",
+    "QUICKTIME": "mov",
+    "MKV": "mkv",
+    "WEBM": "webm",
+    "AVI": "avi",
+    "DV": "dv",
+    "FLASH": "flv",
+    "MPEG1": "mpg",
+    "MPEG2": "mpg",
+    "OGG": "ogv",
+}
+"""Blender's FFmpeg containers (``scene.render.ffmpeg.format``) and the extension of the video the stitch writes
+for a scene whose output is a movie. A stills job's preview video is always ``mp4``."""
+PREVIEW_EXTENSION = "mp4"
 
 
 MAX_FRAME = 1_048_574
@@ -136,6 +151,10 @@ class Plan:
     python_use: list[str] = field(default_factory=list)
     """What in the file needs Python to render as in the artist's Blender (scripts, drivers), found by the frame
     counter: with ``allow_scripts`` off it renders differently, and the client warns the artist."""
+    video_container: str = ""
+    """Blender's container name (a :data:`MOVIE_CONTAINERS` key) when the scene's output is a movie: the stitch
+    then reproduces the scene's movie (codec, quality, audio) in ``video_key``. Empty for a stills job, whose
+    video is a display-referred H.264 preview."""
     version: int = PLAN_VERSION
 
     @property

@@ -177,7 +177,8 @@ def _handle(event: Any) -> dict[str, Any]:
         input_uri=str(request.source),
         main_file=main_file,
         output_uri=layout.job_uri(settings.bucket, job_id),
-        video_key=layout.video_key(job_id, job_name),
+        video_key=_video_key(job_id, job_name, scene.movie_container, scene.output_path),
+        video_container=scene.movie_container,
         frames_per_job=frames_per_job,
         frames_per_job_raised=raised,
         chunks=chunks,
@@ -194,6 +195,16 @@ def _handle(event: Any) -> dict[str, Any]:
         extra={"job_id": job_id, "frames": len(frames), "chunks": len(chunks), "scene": scene.name},
     )
     return summary
+
+
+def _video_key(job_id: str, job_name: str, container: str, output_path: str) -> str:
+    """A movie job's video is named as the artist's Blender would name it: the output path's name with the
+    container's extension (``//render/shot_`` in QuickTime -> ``shot.mov``; the job name when the path is a
+    folder); a stills job's preview is ``<jobName>.mp4``."""
+    if not container:
+        return layout.video_key(job_id, job_name)
+    extension = plan.MOVIE_CONTAINERS.get(container, plan.PREVIEW_EXTENSION)
+    return layout.video_key(job_id, layout.movie_stem(output_path) or job_name, extension)
 
 
 def resume(s3: Any, bucket: str, job_id: str, run: int) -> dict[str, Any]:

@@ -73,6 +73,24 @@ IMTYPE_NAMES: dict[int, str] = {
     34: "PSD",
     35: "WEBP",
 }
+FFMPEG_CONTAINERS = {
+    0: "MPEG1",
+    1: "MPEG2",
+    2: "MPEG4",
+    3: "AVI",
+    4: "QUICKTIME",
+    5: "DV",
+    7: "AVI",  # XVID: an AVI container
+    8: "FLASH",
+    9: "MKV",
+    10: "OGG",
+    12: "WEBM",
+}
+"""``FFMpegCodecData.type`` -> ``scene.render.ffmpeg.format``; read back from files bpy 5.0.1 wrote (the legacy
+H264 type 6 and AV1 13 are mapped by Blender on load to MPEG4/MKV: see :func:`_movie_container`)."""
+MOVIE_IMTYPES = frozenset({"FFMPEG", "H264", "XVID", "THEORA"})
+"""``imtype`` names that make the scene's output a movie written through FFmpeg."""
+
 """``ImageFormatData.imtype`` -> the RNA name (``image_settings.file_format``). 17, 20-24, 26-28, 30, 35, 0, 1, 4
 and 14 were read back from files bpy 5.0.1 wrote; the rest are the legacy movie/odd types of older files."""
 
@@ -115,6 +133,10 @@ class SceneFacts:
     file_format: str
     engine: str
     has_camera: bool
+    movie_container: str = ""
+    """Blender's FFmpeg container name (``MPEG4``, ``QUICKTIME``, ...) when the output is a movie, else empty."""
+    output_path: str = ""
+    """The scene's output path (``render.filepath``) as written in the file."""
 
     @property
     def fps(self) -> Fraction:
@@ -547,6 +569,7 @@ def _scene_facts(bfile: blendfile.BlendFile, scene: blendfile.BlendFileBlock) ->
     except InvalidInput as exc:
         raise BlendFileUnreadable(f"the scene's frame rate is invalid: {exc}") from None
     imtype = int(render(b"im_format", b"imtype"))
+    file_format = IMTYPE_NAMES.get(imtype, f"UNKNOWN_{imtype}")
     engine = scene.get((b"r", b"engine"), default="", as_str=True)
     return SceneFacts(
         name=_scene_name(scene),
@@ -558,10 +581,22 @@ def _scene_facts(bfile: blendfile.BlendFile, scene: blendfile.BlendFileBlock) ->
         resolution_x=int(render(b"xsch")),
         resolution_y=int(render(b"ysch")),
         resolution_percentage=int(render(b"size")),
-        file_format=IMTYPE_NAMES.get(imtype, f"UNKNOWN_{imtype}"),
+        file_format=file_format,
         engine=engine or "BLENDER_RENDER",  # files older than 2.5 had no engine field: Blender Internal
         has_camera=_has_camera(scene),
+        movie_container=_movie_container(scene) if file_format in MOVIE_IMTYPES else "",
+        output_path=scene.get((b"r", b"pic"), default="", as_str=True),
     )
+
+
+def _movie_container(scene: blendfile.BlendFileBlock) -> str:
+    """The container of a movie output, as ``scene.render.ffmpeg.format`` names it (MPEG4 when unknown: Blender's
+    default, and the container the stitch can always write)."""
+    try:
+        kind = int(scene.get((b"r", b"ffcodecdata", b"type"), default=2))
+    except (KeyError, TypeError, ValueError):
+        return "MPEG4"
+    return FFMPEG_CONTAINERS.get(kind, "MKV" if kind == 13 else "MPEG4")
 
 
 def _has_camera(scene: blendfile.BlendFileBlock) -> bool:
