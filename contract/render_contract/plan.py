@@ -136,6 +136,15 @@ class Plan:
     python_use: list[str] = field(default_factory=list)
     """What in the file needs Python to render as in the artist's Blender (scripts, drivers), found by the frame
     counter: with ``allow_scripts`` off it renders differently, and the client warns the artist."""
+    blender_runtime: str = ""
+    """The runtime series every worker renders with (a key of :data:`.runtimes.RUNTIMES`, chosen by
+    :func:`.runtimes.choose`); empty in plans written before runtimes existed: the worker's default Blender."""
+    blender_runtime_version: str = ""
+    """That runtime's pinned Blender version (``"4.2.23"``): what "rendered with Blender ..." says."""
+    artist_blender_version: str = ""
+    """The submitter's own Blender (``bpy.app.version``), when the client sent it."""
+    runtime_notices: list[str] = field(default_factory=list)
+    """``"Name: message"`` warnings about the runtime (another series than the file's, a Blender mismatch)."""
     version: int = PLAN_VERSION
 
     @property
@@ -180,6 +189,8 @@ class Plan:
             "framesPerJobRaised": self.frames_per_job_raised,
             "allowScripts": self.allow_scripts,
             "pythonUse": len(self.python_use),
+            "blender": {"runtime": self.blender_runtime, "version": self.blender_runtime_version},
+            "runtimeNotices": [notice[:300] for notice in self.runtime_notices[:4]],
             "planUri": plan_uri,
             "videoUri": video_uri,
             "batch": {
