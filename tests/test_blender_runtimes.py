@@ -152,3 +152,28 @@ def test_an_unknown_override_is_refused_before_any_upload(local_cloud: LocalClou
     assert refused.returncode != 0
     assert refused.stderr.strip().splitlines()[-1].startswith("UnknownRuntime: the farm has no Blender 3.6 runtime")
     assert "submitted job" not in refused.stderr
+
+
+def test_a_file_newer_than_every_runtime_fails_by_name_before_any_batch_job(
+    local_cloud: LocalCloudProcess, saved_by_42: Path, tmp_path: Path
+) -> None:
+    data = saved_by_42.read_bytes()
+    future = tmp_path / "future.blend"
+    future.write_bytes(data[:9] + b"601" + data[12:])  # a Blender 6.1 header on the same file
+    before = batch_jobs(local_cloud)
+    failed = run_cli(local_cloud, "submit", str(future), "--wait")
+    assert failed.returncode != 0
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("BlenderTooNew: ") and "Blender 6.1, newer than every runtime" in last, failed.stderr
+    assert batch_jobs(local_cloud) == before, "a Batch job was submitted"
+
+
+def batch_jobs(cloud: LocalCloudProcess) -> set[str]:
+    """The ids of every Batch job the local cloud's queue has seen."""
+    batch, queue = cloud.client("batch"), cloud.outputs["JobQueueArn"]
+    statuses = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+    return {
+        job["jobId"]
+        for status in statuses
+        for job in batch.list_jobs(jobQueue=queue, jobStatus=status)["jobSummaryList"]
+    }
