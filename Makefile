@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1su
 LINT_VENV := $(VENV)/lint
 LINT_STAMP := $(LINT_VENV)/.installed-$(shell sha1sum requirements-lint.txt | cut -c1-12)
 
-.PHONY: setup demo test lint typecheck lint-iac format bench addon sam-build worker-image clean
+.PHONY: setup runtimes demo test lint typecheck lint-iac format bench addon sam-build worker-image clean
 
 setup: $(STAMP) $(LINT_STAMP)
 
@@ -23,10 +23,16 @@ $(LINT_STAMP): requirements-lint.txt $(STAMP)
 	$(LINT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-lint.txt
 	rm -f $(LINT_VENV)/.installed-* && touch $@
 
+# The Blender runtimes other than the .venv's own 5.0 (4.2 LTS, 4.5 LTS: pinned bpy, about 350 MB each to download),
+# cached in .venv/runtimes/<series>/ (localcloud/runtimes.py). The local cloud would install one on first use; making
+# them here keeps that download out of the tests' time. Each is installed once (a marker file), so this is quick after.
+runtimes: $(STAMP)
+	$(PY) -m localcloud.runtimes
+
 demo: setup
 	$(PY) scripts/demo.py
 
-test: setup
+test: setup runtimes
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy

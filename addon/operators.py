@@ -15,6 +15,7 @@ from render_contract.phases import Phase
 
 from . import preferences, runtime
 from .core.preparing import SubmitRequest
+from .properties import FILES_BLENDER
 
 RESUMABLE_PHASES = (Phase.FAILED, Phase.CANCELLED)
 
@@ -86,6 +87,8 @@ class RENDER_OT_aws_submit(bpy.types.Operator):
             frame_end=props.frame_end if props.use_frame_range else None,
             scene=scene.name,
             allow_scripts=props.allow_scripts,
+            blender_version=".".join(str(part) for part in bpy.app.version),
+            blender_runtime=None if props.blender_runtime == FILES_BLENDER else props.blender_runtime,
         )
         runtime.start_submit(scene, settings, request, output_dir(scene, blend), copy.parent)
         self.report({"INFO"}, f"Submitting {job_name!r} to {runtime.connection_label(settings)}")

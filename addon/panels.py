@@ -74,6 +74,7 @@ class RENDER_PT_aws(bpy.types.Panel):
         sub.active = not props.frames_per_job_auto
         sub.prop(props, "frames_per_job", text="")
         col.prop(props, "allow_scripts")
+        col.prop(props, "blender_runtime")
 
         row = layout.row()
         row.scale_y = 1.5
@@ -127,6 +128,17 @@ def draw_job(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobView | N
         for line in view.python_use[:8]:
             col.label(text=line)
         col.label(text='Resubmit with "Run this file\'s Python scripts on the farm" to run them')
+
+    blender = (view.blender if view is not None else "") or item.blender
+    if blender:
+        verb = "Rendered" if phase in FINISHED_PHASES else "Renders"
+        layout.label(text=f"{verb} with Blender {blender}", icon="BLENDER")
+    if view is not None and view.runtime_notices:
+        col = layout.column(align=True)
+        for notice in view.runtime_notices:
+            name, _, message = notice.partition(": ")
+            col.label(text=f"{name}:", icon="ERROR")
+            col.label(text=message[:200])
 
     image = bpy.data.images.get(runtime.PREVIEW_IMAGE)
     if running and image is not None and view is not None and view.preview_path and image.preview is not None:

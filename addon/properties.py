@@ -6,8 +6,19 @@ The execution ARN and job id are stored so that reopening the file reattaches to
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, CollectionProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntProperty, PointerProperty, StringProperty
 from render_contract.phases import Phase
+from render_contract.runtimes import RUNTIMES
+
+FILES_BLENDER = "FILE"
+"""The runtime choice that follows the file (the series that saved it): the default."""
+RUNTIME_ITEMS = [
+    (FILES_BLENDER, "The File's", "Render with the Blender series that saved the file (this Blender's, for a submit)"),
+    *(
+        (series, f"Blender {series}", f"Render with Blender {version} whatever saved the file")
+        for series, version in RUNTIMES.items()
+    ),
+]
 
 
 class RenderOnAwsJob(bpy.types.PropertyGroup):
@@ -28,6 +39,7 @@ class RenderOnAwsJob(bpy.types.PropertyGroup):
     log_uri: StringProperty(name="Log location")
     log_group: StringProperty(name="Log group")
     usage: StringProperty(name="Compute")
+    blender: StringProperty(name="Blender", description="The Blender version the farm rendered the job with")
 
 
 class RenderOnAwsSceneSettings(bpy.types.PropertyGroup):
@@ -48,6 +60,12 @@ class RenderOnAwsSceneSettings(bpy.types.PropertyGroup):
         description="Registered scripts and Python-expression drivers run on the farm for this job, as in your "
         "Blender with auto-run on. They run with the render worker's AWS role: only for files you trust",
         default=False,
+    )
+    blender_runtime: EnumProperty(
+        name="Farm's Blender",
+        description="Which Blender renders on the farm: the file's own series (frames match your F12), or another",
+        items=RUNTIME_ITEMS,
+        default=FILES_BLENDER,
     )
     jobs: CollectionProperty(type=RenderOnAwsJob)
     active_job_index: IntProperty(name="Job", default=-1)

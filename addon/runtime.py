@@ -174,6 +174,7 @@ def _store(item: RenderOnAwsJob, view: tasks.JobView) -> None:
         "log_uri": view.log_uri,
         "log_group": view.log_group,
         "usage": view.usage_text,
+        "blender": view.blender,
     }
     for name, value in values.items():
         if value and getattr(item, name) != value:

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import shlex
 import sys
 import uuid
 import warnings
@@ -21,6 +22,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from . import runtimes
 from .batch import LocalBatchExecutor
 from .cfn import Resolver, load_template
 from .shapes import call_args
@@ -74,7 +76,7 @@ class LocalCloud:
         self.port = self._server._server.server_port
         self.endpoint = f"http://127.0.0.1:{self.port}"
         os.environ["MOTO_PORT"] = str(self.port)  # where moto's ASL interpreter sends its own service calls
-        self.executor = LocalBatchExecutor(self.workers, self.client_environment(), self.state_dir / "batch")
+        self.executor = LocalBatchExecutor(self.workers, self.worker_environment(), self.state_dir / "batch")
         patches.install(self.executor, self._invoke_lambda)
         self._provision()
         return self.info()
@@ -107,6 +109,14 @@ class LocalCloud:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        return environment
+
+    def worker_environment(self) -> dict[str, str]:
+        """The Batch workers' environment: the clients', plus where the Blender runtimes are and how to install one
+        on first use (the image has them all; here they are cached venvs, see :mod:`localcloud.runtimes`)."""
+        environment = self.client_environment()
+        environment[runtimes.RUNTIMES_ENV] = str(runtimes.runtimes_dir())
+        environment["RENDER_RUNTIME_INSTALL"] = f"{shlex.quote(sys.executable)} -m localcloud.runtimes"
         return environment
 
     def client(self, service: str) -> Any:

@@ -93,14 +93,15 @@ def _fill(scene, args: argparse.Namespace, frame_end: int | None = None) -> None
         scene.camera = camera
 
 
-def make(path: Path, *options: str) -> Path:
-    """Writes ``path`` by running this script in a process of its own (bpy is global state); for tests and benches."""
+def make(path: Path, *options: str, python: str | Path | None = None) -> Path:
+    """Writes ``path`` by running this script in a process of its own (bpy is global state); for tests and benches.
+    ``python`` is another interpreter with its own bpy (a runtime of another Blender series) to save it with."""
     import os
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
     subprocess.run(
-        [sys.executable, __file__, str(path), *options],
+        [str(python or sys.executable), __file__, str(path), *options],
         check=True,
         capture_output=True,
         env={**os.environ, "PYTHONPATH": str(root)},

@@ -16,12 +16,16 @@ from pathlib import Path
 
 import pytest
 from render_contract import ids as contract_ids
+from render_contract.runtimes import RUNTIMES, parse_version
 from render_on_aws.core import history, jobref
 from render_on_aws.core.budget import CallBudget, max_calls_per_window
 from render_on_aws.core.connection import Connection, ConnectionSettings
 
+from localcloud import runtimes as local_runtimes
 from localcloud.process import LocalCloudProcess
 from tests.conftest import ROOT, make_scene, run_cli
+
+TINY = ("--frame-end", "6", "--resolution", "64", "36", "--engine", "workbench")
 
 DUMMY_ACCESS_KEY = "AKIARENDERONAWSDUMMY1"
 DUMMY_SECRET_KEY = "dummySecretKeyRenderOnAws0123456789abcdef"
@@ -85,8 +89,10 @@ def run_blender(
     zip_path: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 600,
+    python: Path | None = None,
 ) -> dict:
-    """Runs PRELUDE + script in a fresh bpy process; returns its RESULT object."""
+    """Runs PRELUDE + script in a fresh bpy process (``python``: another Blender series's runtime); returns its
+    RESULT object."""
     config = tmp_path / "aws-empty"
     config.write_text("")
     user = tmp_path / "blender-user"
@@ -101,7 +107,7 @@ def run_blender(
         **(env or {}),
     }
     process = subprocess.run(
-        [sys.executable, "-c", PRELUDE + script],
+        [str(python or sys.executable), "-c", PRELUDE + script],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -167,9 +173,11 @@ def seen():
     return finished()
 drive(seen)
 item = job()
+notices = list(view().runtime_notices)
 bpy.ops.render.aws_open_video()
 video_scene = bpy.data.scenes[-1]
-strips = video_scene.sequence_editor.strips
+editor = video_scene.sequence_editor
+strips = editor.strips if hasattr(editor, "strips") else editor.sequences  # `sequences` before 4.4
 bpy.ops.wm.save_mainfile()
 bpy.ops.wm.save_userpref()
 registered = all(hasattr(bpy.types, name) for name in ("RENDER_PT_aws", "RENDER_OT_aws_submit"))
@@ -180,19 +188,28 @@ values = dict(
     strip_frames=strips[0].frame_final_duration if len(strips) else 0,
     preview=bool(bpy.data.images.get(runtime.PREVIEW_IMAGE)), registered=registered,
     addon_dir=str(Path(sys.modules[PKG].__file__).parent),
+    blender=item.blender, notices=notices, version=bpy.app.version_string,
 )
 addon_utils.disable(PKG, default_set=True, handle_error=None)
 result(unregistered=not hasattr(bpy.types, "RENDER_PT_aws"), **values)
 """
 
 
+@pytest.mark.parametrize("series", sorted(RUNTIMES, key=parse_version))
 def test_zip_install_submit_to_video_without_secrets(
-    local_cloud: LocalCloudProcess, tiny_scene: Path, tmp_path: Path, addon_zip: Path
+    local_cloud: LocalCloudProcess, tmp_path: Path, addon_zip: Path, series: str
 ) -> None:
+    """In every Blender series the farm has (its runtime's own Python): the zip installs, enables and submits,
+    and the farm renders with that series (the add-on sends ``bpy.app.version``; the copy it saves is that
+    series's file)."""
+    python = local_runtimes.python_for(series)
+    tiny_scene = make_scene(tmp_path / "tiny.blend", *TINY, python=python)
     out = tmp_path / "out"
     secrets = {"AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_KEY}
-    got = _run_with_args(SUBMIT_TO_VIDEO, local_cloud, tmp_path, [tiny_scene, out], addon_zip, secrets)
+    got = _run_with_args(SUBMIT_TO_VIDEO, local_cloud, tmp_path, [tiny_scene, out], addon_zip, secrets, python)
     assert got["state"] == "done", got
+    assert got["version"].startswith(RUNTIMES[series]), got["version"]
+    assert (got["blender"], got["notices"]) == (RUNTIMES[series], []), got
     assert got["registered"] and got["unregistered"]
     assert "bl_ext" in got["addon_dir"] or "extensions" in got["addon_dir"], got["addon_dir"]
     assert got["same_path"] and got["file_unchanged"] and got["dirty_kept"]
@@ -213,10 +230,16 @@ def test_zip_install_submit_to_video_without_secrets(
 
 
 def _run_with_args(
-    script: str, cloud: LocalCloudProcess, tmp_path: Path, args: list, zip_path: Path | None = None, env=None
+    script: str,
+    cloud: LocalCloudProcess,
+    tmp_path: Path,
+    args: list,
+    zip_path: Path | None = None,
+    env=None,
+    python: Path | None = None,
 ) -> dict:
     preamble = f"sys.argv[1:] = {[str(arg) for arg in args]!r}\n"
-    return run_blender(preamble + script, cloud, tmp_path, zip_path=zip_path, env=env)
+    return run_blender(preamble + script, cloud, tmp_path, zip_path=zip_path, env=env, python=python)
 
 
 CANCEL = r"""

@@ -63,3 +63,18 @@ def test_dockerfile_is_pinned_installs_what_the_worker_needs_and_drops_root() ->
     user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert user and not user[-1].startswith(("root", "0"))
     assert 'ENTRYPOINT ["python", "-m", "render_worker.cli"]' in text
+
+
+def test_the_image_holds_every_blender_runtime_at_its_pin() -> None:
+    """The default Python's bpy is one runtime; ARG RUNTIMES installs the others into /opt/blender/<series>, which
+    the worker finds through RENDER_RUNTIMES (render_worker/blender_runtime.py)."""
+    from render_contract.runtimes import RUNTIMES, parse_version, series_of
+
+    text = DOCKERFILE.read_text()
+    declared = re.search(r'^ARG RUNTIMES="([^"]*)"', text, re.MULTILINE)
+    assert declared, "ARG RUNTIMES missing"
+    extra = dict(item.split("=", 1) for item in declared.group(1).split())
+    default = pins(ROOT / "container" / "requirements.txt")["bpy"]
+    assert {**extra, series_of(parse_version(default)): default} == RUNTIMES
+    assert re.search(r"^ENV .*\bRENDER_RUNTIMES=/opt/blender\b", text, re.MULTILINE | re.DOTALL)
+    assert '"/opt/blender/$series/bin/pip" install' in text and '"bpy==$version"' in text

@@ -583,3 +583,54 @@ def test_registered_scripts_and_python_drivers_are_named(app: ModuleType, tmp_pa
     assert facts.python.scripts == ("rig_ui.py",)
     assert facts.python.drivers == ("Scene-cube: location[2] = bpy.context.scene.frame_current / 10",)
     assert blend_facts_module().read_facts(scene).python_use == []
+
+
+# --- Blender runtimes (issue 15.1) ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_by_42(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file saved by bpy 4.2 itself (its runtime's Python: the local cloud's cached environment)."""
+    from localcloud import runtimes as local_runtimes
+
+    python = local_runtimes.python_for("4.2")
+    return make_scene(tmp_path_factory.mktemp("v42") / "v42.blend", *TINY, python=python)
+
+
+def test_the_plan_names_the_runtime_of_the_files_series(run: Run, scenes: dict[str, Path], saved_by_42: Path) -> None:
+    assert saved_by_42.read_bytes()[:12] == b"BLENDER-v402"
+    summary = run(saved_by_42)
+    plan = read_plan(summary)
+    assert (plan.blender_version, plan.blender_runtime, plan.blender_runtime_version) == ("4.2", "4.2", "4.2.23")
+    assert plan.runtime_notices == [] and summary["blender"] == {"runtime": "4.2", "version": "4.2.23"}
+    newest = read_plan(run(scenes["basic"]))
+    assert (newest.blender_runtime, newest.blender_runtime_version, newest.runtime_notices) == ("5.0", "5.0.1", [])
+
+
+def test_an_old_file_renders_on_the_nearest_newer_runtime_with_a_notice(run: Run) -> None:
+    summary = run(BLENDFILES / "v293_raw_geometry_nodes.blend")
+    plan = read_plan(summary)
+    assert (plan.blender_version, plan.blender_runtime) == ("2.93", "4.2")
+    assert plan.runtime_notices[0].startswith("OtherBlenderRuntime: the farm has no Blender 2.93 runtime")
+    assert summary["runtimeNotices"] == plan.runtime_notices
+
+
+def test_a_file_newer_than_every_runtime_fails_before_any_plan(run: Run, saved_by_42: Path, env: str) -> None:
+    data = saved_by_42.read_bytes()
+    future = data[:9] + b"601" + data[12:]  # the header of a Blender 6.1 file, otherwise the same file
+    message = refused(errors.BlenderTooNew, run, future, job_id="job-too-new")
+    assert "Blender 6.1, newer than every runtime" in message
+    listed = boto3.client("s3").list_objects_v2(Bucket=env, Prefix=layout.plan_key("job-too-new"))
+    assert listed.get("KeyCount", 0) == 0
+
+
+def test_the_artists_blender_and_an_override_reach_the_plan(run: Run, saved_by_42: Path) -> None:
+    mismatch = read_plan(run(saved_by_42, blenderVersion="4.5.3"))
+    assert (mismatch.blender_runtime, mismatch.artist_blender_version) == ("4.2", "4.5.3")
+    assert mismatch.runtime_notices[0].startswith("BlenderVersionMismatch: your Blender is 4.5.3")
+    same = read_plan(run(saved_by_42, blenderVersion=[4, 2, 1]))
+    assert (same.artist_blender_version, same.runtime_notices) == ("4.2.1", [])
+    override = read_plan(run(saved_by_42, blenderRuntime="4.5"))
+    assert (override.blender_runtime, override.blender_runtime_version) == ("4.5", "4.5.15")
+    assert override.runtime_notices[0].startswith("OtherBlenderRuntime: rendering with Blender 4.5.15 as asked")
+    refused(errors.UnknownRuntime, run, saved_by_42, blenderRuntime="4.4")

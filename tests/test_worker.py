@@ -22,6 +22,7 @@ import boto3
 import pytest
 from render_contract import exitcodes, layout
 from render_contract.plan import Plan, chunk, frame_numbers
+from render_contract.runtimes import RUNTIMES
 
 from tests.conftest import ROOT, make_scene
 
@@ -408,3 +409,34 @@ def test_stitch_with_a_missing_frame_fails_naming_it(bucket: str, tiny_scene: Pa
         .list_objects_v2(Bucket=bucket, Prefix=layout.video_key(plan.job_id, plan.job_name))
         .get("Contents")
     )
+
+
+def _runtime_plan(bucket: str, tiny_scene: Path, job_id: str, series: str) -> Plan:
+    plan = make_plan(bucket, job_id, upload_blend(bucket, tiny_scene), frames=(1, 1, 1))
+    plan.blender_runtime, plan.blender_runtime_version = series, RUNTIMES[series]
+    boto3.client("s3").put_object(Bucket=bucket, Key=layout.plan_key(job_id), Body=plan.to_json())
+    return plan
+
+
+def test_a_runtime_the_worker_lacks_is_runtime_missing_not_a_silent_render(
+    bucket: str, tiny_scene: Path, tmp_path: Path
+) -> None:
+    plan = _runtime_plan(bucket, tiny_scene, "job-noruntime", "4.2")
+    done = run_worker("render", plan, RENDER_RUNTIMES=str(tmp_path / "none"), RENDER_RUNTIME_INSTALL="")
+    assert done.returncode == exitcodes.EXIT_FAILED, done.stderr
+    record = error_record(bucket, layout.errors_prefix(plan.job_id) + "render-chunk-0-attempt-1.json")
+    assert record["error"] == "RuntimeMissing" and "no Blender 4.2 runtime" in record["message"], record
+    assert not rendered(done.stderr)
+    failing = run_worker("render", plan, RENDER_RUNTIMES=str(tmp_path / "none"), RENDER_RUNTIME_INSTALL="false")
+    assert failing.returncode == exitcodes.EXIT_FAILED and "could not install the Blender 4.2" in failing.stderr
+
+
+def test_the_worker_re_executes_under_the_plans_runtime(bucket: str, tiny_scene: Path) -> None:
+    from localcloud import runtimes as local_runtimes
+
+    plan = _runtime_plan(bucket, tiny_scene, "job-runtime45", "4.5")
+    python = local_runtimes.python_for("4.5")
+    done = run_worker("render", plan, RENDER_RUNTIMES=str(python.parent.parent.parent))
+    assert done.returncode == 0, done.stderr
+    assert "re-executing under the Blender 4.5 runtime" in done.stderr
+    assert f"rendering with Blender {RUNTIMES['4.5']}" in done.stderr and rendered(done.stderr) == [1]

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from render_contract.errors import InvalidInput, MissingDependencies, PythonNotRun, RenderOnAwsError
 from render_contract.ids import ARTIST_TAG
+from render_contract.runtimes import available
 
 from .connection import DEFAULT_STACK, Connection, ConnectionSettings
 from .download_paths import SkippedKey
@@ -79,6 +80,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the file's Python scripts and Python drivers on the farm (they run with the worker's AWS role)",
     )
+    submit.add_argument(
+        "--blender",
+        metavar="SERIES",
+        help=f"render with this Blender runtime instead of the file's own series (the farm has {available()})",
+    )
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     submit.add_argument("--download", type=Path, metavar="DIR", help="with --wait: download the video here")
 
@@ -108,6 +114,8 @@ class ProgressPrinter:
         self.last_eta: float | None = None
         self._last = ""
         self._warned_python = False
+        self._warned_runtime = False
+        self.blender = ""
 
     def upload(self, done: int, total: int) -> None:
         self._show(f"{bar(done, total)} uploading {done / 1e6:.1f}/{total / 1e6:.1f} MB")
@@ -117,6 +125,10 @@ class ProgressPrinter:
             self._warned_python = True
             self.done()
             warn_python_use(status.python_use, self.stream)
+        if status.blender and not self._warned_runtime:
+            self._warned_runtime, self.blender = True, status.blender
+            self.done()
+            say_runtime(status, self.stream)
         eta = self.last_eta = self.eta.update(status.frames_done, status.frames_total)
         self._show(f"{bar(status.frames_done, status.frames_total)} {describe(status, eta)}")
 
@@ -168,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
             frame_end=end,
             scene=args.scene,
             allow_scripts=args.allow_scripts,
+            blender_runtime=args.blender,
         )
         prepared = prepare(request)
         try:
@@ -199,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
         status = JobWatcher(connection, job).poll()
         if status.python_use:
             warn_python_use(status.python_use, sys.stderr)
+        if status.blender:
+            say_runtime(status, sys.stderr)
         print(f"{job.job_id}: {describe(status)}")
         status.raise_for_failure()
         return 0
@@ -220,6 +235,14 @@ def warn_python_use(python_use: tuple[str, ...], stream: TextIO) -> None:
     )
     for item in python_use[:20]:
         print(f"  {item}", file=stream)
+
+
+def say_runtime(status: JobStatus, stream: TextIO) -> None:
+    """Which Blender renders the job, and why when it is not the file's own: frames are compared with F12."""
+    for notice in status.runtime_notices:
+        print(f"warning: {notice}", file=stream)
+    verb = "rendered" if status.finished else "renders"
+    print(f"blender: {verb} with Blender {status.blender}", file=stream)
 
 
 def _warn_skipped(skipped: SkippedKey) -> None:

@@ -55,6 +55,10 @@ class JobStatus:
     python_use: tuple[str, ...] = ()
     """What in the file needs Python that the farm does not run (the job did not allow scripts): it renders
     differently from the artist's Blender. From the plan, which the frame counter wrote."""
+    blender: str = ""
+    """The Blender version the job renders with (``"4.2.23"``, the plan's runtime); empty until planned."""
+    runtime_notices: tuple[str, ...] = ()
+    """``"Name: message"`` warnings about that runtime (another series than the file's, a version mismatch)."""
     error: str | None = None
     cause: str | None = None
     video_key: str | None = None
@@ -84,6 +88,9 @@ class JobWatcher:
         self._frames_total: int | None = None
         self._planned: list[int] | None = None
         self._python_use: tuple[str, ...] = ()
+        self._blender = ""
+        self._runtime_notices: tuple[str, ...] = ()
+        self._plan_seen = False
         self.calls = 0
 
     def poll(self) -> JobStatus:
@@ -104,10 +111,12 @@ class JobWatcher:
             if self._planned is None and {"start", "end", "step"} <= frames.keys():
                 self._planned = list(range(frames["start"], frames["end"] + 1, frames["step"]))
             status.video_key = S3Uri.parse(status.output["videoUri"]).key if status.output.get("videoUri") else None
-        if self._frames_total is None:
-            self._frames_total = self._read_frame_total()
+        if not self._plan_seen:  # once: the plan also says which Blender renders (a finished job's `status` too)
+            total = self._read_frame_total()
+            self._frames_total = total if self._frames_total is None else self._frames_total
         status.frames_total = self._frames_total
         status.python_use = self._python_use
+        status.blender, status.runtime_notices = self._blender, self._runtime_notices
         if self._frames_total is not None:
             present = self._count_frames()
             status.frames_done, status.last_frame = len(present), (max(present) if present else None)
@@ -132,6 +141,9 @@ class JobWatcher:
         except botocore.exceptions.ClientError:
             return None  # not planned yet
         plan = json.loads(body)
+        self._plan_seen = True
+        self._blender = str(plan.get("blender_runtime_version") or "")
+        self._runtime_notices = tuple(str(item) for item in plan.get("runtime_notices", ()))
         self._planned = list(range(plan["frame_start"], plan["frame_end"] + 1, plan["frame_step"]))
         if not plan.get("allow_scripts"):
             self._python_use = tuple(str(item) for item in plan.get("python_use", ()))

@@ -10,6 +10,7 @@ from pathlib import Path
 from render_contract.errors import InputNotFound
 from render_contract.execution_input import ExecutionInput
 from render_contract.manifest import Manifest
+from render_contract.runtimes import parse_version, resolve_override
 
 from . import cas
 
@@ -27,6 +28,17 @@ class SubmitRequest:
     scene: str | None = None
     allow_scripts: bool = False
     """Run the file's Python scripts and Python drivers on the farm for this job (the artist's consent)."""
+    blender_version: str | None = None
+    """The artist's Blender (``bpy.app.version`` as ``"4.2.3"``): the frame counter checks it against the file."""
+    blender_runtime: str | None = None
+    """Render with this runtime series (``"4.5"``) instead of the file's own."""
+
+    def __post_init__(self) -> None:
+        """An override the farm cannot honour is refused now, before anything is uploaded."""
+        if self.blender_runtime is not None:
+            resolve_override(self.blender_runtime)
+        if self.blender_version is not None:
+            parse_version(self.blender_version, "blenderVersion")
 
     def execution_input(self, job_id: str, bucket: str, job_name: str) -> ExecutionInput:
         return ExecutionInput.for_job(
@@ -39,6 +51,8 @@ class SubmitRequest:
             frame_step=self.frame_step,
             scene=self.scene,
             allow_scripts=self.allow_scripts,
+            blender_version=self.blender_version,
+            blender_runtime=self.blender_runtime,
         )
 
 

@@ -62,6 +62,10 @@ class JobView:
     missing: tuple[str, ...] = ()
     python_use: tuple[str, ...] = ()
     """What needs Python that the farm does not run for this job (from the plan)."""
+    blender: str = ""
+    """The Blender version the job renders with (``"4.2.23"``, from the plan)."""
+    runtime_notices: tuple[str, ...] = ()
+    """``"Name: message"`` warnings about that Blender (another series than the file's, a version mismatch)."""
     frames_done: int = 0
     frames_total: int = 0
     last_frame: int | None = None
@@ -313,6 +317,8 @@ class JobTask(threading.Thread):
             frames_total=total,
             last_frame=status.last_frame,
             python_use=status.python_use,
+            blender=status.blender,
+            runtime_notices=status.runtime_notices,
             error=status.error or "",
             cause=status.cause or "",
             calls=self.watcher.calls if self.watcher else 0,

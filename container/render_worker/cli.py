@@ -34,7 +34,7 @@ from render_contract.errors import (
 )
 from render_contract.plan import Plan
 
-from . import s3io, signals
+from . import blender_runtime, s3io, signals
 
 log = logging.getLogger("render_worker")
 ACTIONS = ("render", "stitch")
@@ -164,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cross_check(plan, args, job_id)
         if args.action == "render":
             from .render import render_chunk
+
+            # Renders with the plan's Blender: returns here, or replaces this process with the runtime's.
+            blender_runtime.ensure(plan, list(sys.argv[1:] if argv is None else argv))
 
             render_chunk(plan, chunk, s3, output.bucket)
         else:

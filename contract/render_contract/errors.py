@@ -148,6 +148,29 @@ class PythonNotRun(RenderOnAwsError):
     scripts; without them it renders differently from the artist's Blender."""
 
 
+class BlenderTooNew(RenderOnAwsError):
+    """The file was saved by a Blender series newer than every runtime the farm has: refused before any Batch job,
+    since an older Blender may open it wrongly."""
+
+
+class UnknownRuntime(RenderOnAwsError):
+    """The job asked for a Blender runtime (``blenderRuntime``, ``--blender``) the farm does not have."""
+
+
+class RuntimeMissing(RenderOnAwsError):
+    """The worker has no environment for the Blender runtime the plan names (a worker image older than the frame
+    counter, or a failed install on the local cloud): rebuild the worker image; retrying won't help."""
+
+
+class OtherBlenderRuntime(RenderOnAwsError):
+    """A warning: the job renders with another Blender series than the one that saved the file (the farm lacks that
+    series, or the job asked for another), so its frames may differ from the file's own Blender."""
+
+
+class BlenderVersionMismatch(RenderOnAwsError):
+    """A warning: the artist's Blender is another series than the one that last saved the submitted file."""
+
+
 class Interrupted(RenderOnAwsError):
     """The attempt was stopped (SIGTERM: a Spot notice, a Batch stop) or met a transient AWS error."""
 

@@ -27,6 +27,9 @@ Rules:
 * ``scene``: a scene name of 1 to :data:`SCENE_NAME_LIMIT` characters; absent means the file's active scene.
 * ``allowScripts``: ``true`` lets the file's Python (registered scripts, Python drivers) run on the farm for this
   job, with the worker's role; default ``false`` (Blender's auto-execution stays off).
+* ``blenderVersion``: the artist's Blender (``bpy.app.version`` as ``"4.2.3"`` or ``[4, 2, 3]``), checked against
+  the file's header; ``blenderRuntime``: an override, a series of :data:`.runtimes.RUNTIMES` (``"4.5"``). Both
+  optional; the rule that uses them is :func:`.runtimes.choose`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .errors import InputOutsideBucket, InvalidInput
 from .layout import MAX_KEY_BYTES, S3Uri, job_uri, manifest_key
 from .names import clean_display_name
 from .plan import MAX_FRAMES
+from .runtimes import parse_version, resolve_override, spell
 
 MAX_FRAMES_PER_JOB = MAX_FRAMES
 SCENE_NAME_LIMIT = 255
@@ -67,6 +71,10 @@ class ExecutionInput:
     job_queue_arn: str | None = None
     allow_scripts: bool = False
     """The artist's consent to run the file's Python on the farm for this job (auto-execution is off otherwise)."""
+    blender_version: str | None = None
+    """The artist's Blender (``"4.2.3"``), as the add-on read ``bpy.app.version``."""
+    blender_runtime: str | None = None
+    """A runtime series the artist asked for (``"4.5"``), overriding the file's own."""
     unknown_fields: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -96,13 +104,15 @@ class ExecutionInput:
             "jobDefinitionArn": self.job_definition_arn,
             "jobQueueArn": self.job_queue_arn,
             "allowScripts": True if self.allow_scripts else None,
+            "blenderVersion": self.blender_version,
+            "blenderRuntime": self.blender_runtime,
         }
         return {name: value for name, value in values.items() if value is not None}
 
 
 KNOWN_FIELDS = frozenset(
     {"jobName", "inputUri", "manifestUri", "outputUri", "framesPerJob", "scene", "frameStart", "frameEnd"}
-    | {"frameStep", "jobDefinitionArn", "jobQueueArn", "allowScripts"}
+    | {"frameStep", "jobDefinitionArn", "jobQueueArn", "allowScripts", "blenderVersion", "blenderRuntime"}
 )
 
 
@@ -156,6 +166,15 @@ def parse(
     if not isinstance(allow_scripts, bool):
         raise InvalidInput(f"allowScripts must be true or false, got {allow_scripts!r:.40}")
 
+    blender_version = data.get("blenderVersion")
+    if blender_version is not None:
+        blender_version = spell(parse_version(blender_version, "blenderVersion"))
+    blender_runtime = data.get("blenderRuntime")
+    if blender_runtime is not None:
+        if not isinstance(blender_runtime, str):
+            raise InvalidInput(f"blenderRuntime must be a series such as '4.2', got {blender_runtime!r:.40}")
+        blender_runtime = resolve_override(blender_runtime)
+
     start, end, step = (
         None if data.get(name) is None else to_int(data[name], name) for name in ("frameStart", "frameEnd", "frameStep")
     )
@@ -172,6 +191,8 @@ def parse(
         job_definition_arn=arns["jobDefinitionArn"],
         job_queue_arn=arns["jobQueueArn"],
         allow_scripts=allow_scripts,
+        blender_version=blender_version,
+        blender_runtime=blender_runtime,
         unknown_fields=unknown,
     )
 

@@ -155,6 +155,15 @@ class Plan:
     """Blender's container name (a :data:`MOVIE_CONTAINERS` key) when the scene's output is a movie: the stitch
     then reproduces the scene's movie (codec, quality, audio) in ``video_key``. Empty for a stills job, whose
     video is a display-referred H.264 preview."""
+    blender_runtime: str = ""
+    """The runtime series every worker renders with (a key of :data:`.runtimes.RUNTIMES`, chosen by
+    :func:`.runtimes.choose`); empty in plans written before runtimes existed: the worker's default Blender."""
+    blender_runtime_version: str = ""
+    """That runtime's pinned Blender version (``"4.2.23"``): what "rendered with Blender ..." says."""
+    artist_blender_version: str = ""
+    """The submitter's own Blender (``bpy.app.version``), when the client sent it."""
+    runtime_notices: list[str] = field(default_factory=list)
+    """``"Name: message"`` warnings about the runtime (another series than the file's, a Blender mismatch)."""
     version: int = PLAN_VERSION
 
     @property
@@ -199,6 +208,8 @@ class Plan:
             "framesPerJobRaised": self.frames_per_job_raised,
             "allowScripts": self.allow_scripts,
             "pythonUse": len(self.python_use),
+            "blender": {"runtime": self.blender_runtime, "version": self.blender_runtime_version},
+            "runtimeNotices": [notice[:300] for notice in self.runtime_notices[:4]],
             "planUri": plan_uri,
             "videoUri": video_uri,
             "batch": {

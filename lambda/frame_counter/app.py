@@ -35,7 +35,7 @@ import boto3
 from aws_lambda_powertools import Logger
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
-from render_contract import execution_input, ids, layout, names, plan
+from render_contract import execution_input, ids, layout, names, plan, runtimes
 from render_contract.errors import (
     BlendFileUnreadable,
     InputNotFound,
@@ -147,6 +147,12 @@ def _handle(event: Any) -> dict[str, Any]:
     if not scene.has_camera:
         raise NoCamera(f"scene {scene.name!r} has no camera: set one (Scene properties > Camera) and submit again")
 
+    # The Blender that renders: the file's series, the nearest newer one, or the override (BlenderTooNew and
+    # UnknownRuntime end the job here, before any Batch job).
+    runtime = runtimes.choose(facts.blender_version, request.blender_runtime, request.blender_version)
+    if runtime.notices:
+        logger.info("runtime notices", extra={"notices": list(runtime.notices)})
+
     start = scene.frame_start if request.frame_start is None else request.frame_start
     end = scene.frame_end if request.frame_end is None else request.frame_end
     step = scene.frame_step if request.frame_step is None else request.frame_step
@@ -184,6 +190,10 @@ def _handle(event: Any) -> dict[str, Any]:
         chunks=chunks,
         allow_scripts=request.allow_scripts,
         python_use=list(facts.python_use),
+        blender_runtime=runtime.series,
+        blender_runtime_version=runtime.bpy_version,
+        artist_blender_version=request.blender_version or "",
+        runtime_notices=list(runtime.notices),
     )
     plan_key = layout.plan_key(job_id)
     s3.put_object(
@@ -192,7 +202,13 @@ def _handle(event: Any) -> dict[str, Any]:
     summary = job_plan.summary(f"s3://{settings.bucket}/{plan_key}", f"s3://{settings.bucket}/{job_plan.video_key}")
     logger.info(
         "plan written",
-        extra={"job_id": job_id, "frames": len(frames), "chunks": len(chunks), "scene": scene.name},
+        extra={
+            "job_id": job_id,
+            "frames": len(frames),
+            "chunks": len(chunks),
+            "scene": scene.name,
+            "blender": runtime.bpy_version,
+        },
     )
     return summary
 

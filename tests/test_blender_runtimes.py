@@ -1,0 +1,179 @@
+"""Blender runtimes by series through the real pipeline (issue 15.1 and 15.5), with real bpy of each series.
+
+A tiny Cycles scene (CPU, 4 samples, fixed seed, no denoising: noisy, so any change in Blender's sampling shows)
+is saved by bpy 4.2 (its runtime's own Python), rendered by bpy 4.2 itself (the artist's F12), and submitted to
+the local cloud with the real CLI. The farm's frames must be pixel-identical (the decoded pixels, byte for
+byte) to 4.2's own; bpy 5.0 renders the same file differently (the figure is printed). With ``--blender 5.0``
+the same file renders on 5.0, identical to 5.0's own render, with a notice.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from render_contract.runtimes import RUNTIMES
+
+from localcloud import runtimes as local_runtimes
+from localcloud.process import LocalCloudProcess
+from tests.conftest import make_scene, run_cli
+
+FRAMES = (1, 2)
+SCENE = ("--frame-end", "2", "--resolution", "64", "36", "--engine", "cycles", "--samples", "4")
+
+RENDER = r"""
+import sys, bpy
+from pathlib import Path
+blend, out = sys.argv[1], Path(sys.argv[2])
+bpy.ops.wm.open_mainfile(filepath=blend, load_ui=False, use_scripts=False)
+scene = bpy.context.scene
+scene.render.image_settings.file_format = "PNG"
+for frame in (int(f) for f in sys.argv[3:]):
+    scene.frame_set(frame)
+    scene.render.filepath = str(out / f"{frame:06d}")
+    bpy.ops.render.render(write_still=True)
+print("VERSION", bpy.app.version_string)
+"""
+
+
+def png_pixels(path: Path) -> tuple[int, int, bytes]:
+    """(width, height, raw 8-bit pixel bytes) of a non-interlaced 8-bit PNG: the pixels, not the file's bytes
+    (compression settings may differ between Blenders while the image is the same). Standard library only."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    offset, idat, header = 8, b"", b""
+    while offset < len(data):
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind, body = data[offset + 4 : offset + 8], data[offset + 8 : offset + 8 + length]
+        header = body if kind == b"IHDR" else header
+        idat += body if kind == b"IDAT" else b""
+        offset += 12 + length
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    depth, color, interlace = header[8], header[9], header[12]
+    assert depth == 8 and interlace == 0, (depth, interlace)
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color]
+    stride = width * channels
+    raw, rows, previous = zlib.decompress(idat), [], bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for x in range(stride):
+            left = line[x - channels] if x >= channels else 0
+            up, corner = previous[x], previous[x - channels] if x >= channels else 0
+            if kind == 1:
+                line[x] = (line[x] + left) & 0xFF
+            elif kind == 2:
+                line[x] = (line[x] + up) & 0xFF
+            elif kind == 3:
+                line[x] = (line[x] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                predictor = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+                line[x] = (line[x] + predictor) & 0xFF
+        rows.append(bytes(line))
+        previous = line
+    return width, height, b"".join(rows)
+
+
+def mean_difference(a: Path, b: Path) -> float:
+    """Mean absolute difference of two PNGs' pixels, 0..1."""
+    (wa, ha, pa), (wb, hb, pb) = png_pixels(a), png_pixels(b)
+    assert (wa, ha, len(pa)) == (wb, hb, len(pb))
+    return sum(abs(x - y) for x, y in zip(pa, pb, strict=True)) / len(pa) / 255
+
+
+def own_render(python: Path, blend: Path, out: Path) -> dict[int, Path]:
+    """The file rendered by ``python``'s bpy itself (what F12 gives in that Blender)."""
+    out.mkdir(parents=True)
+    done = subprocess.run(
+        [str(python), "-c", RENDER, str(blend), str(out), *map(str, FRAMES)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {frame: out / f"{frame:06d}.png" for frame in FRAMES}
+
+
+def farm_render(cloud: LocalCloudProcess, blend: Path, out: Path, *options: str) -> tuple[dict[int, Path], str]:
+    """The file through the local cloud with the real CLI; its frames, and what the CLI said (stderr)."""
+    submitted = run_cli(cloud, "submit", str(blend), "--wait", *options)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split()[0]
+    downloaded = run_cli(cloud, "download", job_id, str(out), "--with-frames")
+    assert downloaded.returncode == 0, downloaded.stderr
+    frames = {int(Path(line).stem): Path(line) for line in downloaded.stdout.split() if line.endswith(".png")}
+    status = run_cli(cloud, "status", job_id)
+    assert status.returncode == 0, status.stderr
+    return frames, submitted.stderr + status.stderr
+
+
+@pytest.fixture(scope="module")
+def python42() -> Path:
+    return local_runtimes.python_for("4.2")
+
+
+@pytest.fixture(scope="module")
+def saved_by_42(python42: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    blend = make_scene(tmp_path_factory.mktemp("v42") / "saved_by_42.blend", *SCENE, python=python42)
+    assert blend.read_bytes()[:12] == b"BLENDER-v402"
+    return blend
+
+
+def test_a_42_file_renders_on_the_farm_exactly_as_blender_42_renders_it(
+    local_cloud: LocalCloudProcess, saved_by_42: Path, python42: Path, tmp_path: Path
+) -> None:
+    reference = own_render(python42, saved_by_42, tmp_path / "blender-4.2")
+    newest = own_render(Path(sys.executable), saved_by_42, tmp_path / "blender-5.0")
+    farm, said = farm_render(local_cloud, saved_by_42, tmp_path / "farm")
+    assert sorted(farm) == list(FRAMES)
+    assert f"rendered with Blender {RUNTIMES['4.2']}" in said and "warning: OtherBlenderRuntime" not in said, said
+    figures = {frame: mean_difference(newest[frame], reference[frame]) for frame in FRAMES}
+    print(json.dumps({"mean_pixel_difference_5.0_vs_4.2": figures}))
+    for frame in FRAMES:
+        assert png_pixels(farm[frame]) == png_pixels(reference[frame]), f"frame {frame} differs from Blender 4.2's"
+    assert any(figures.values()), "bpy 5.0 rendered the 4.2 file identically: the test could not tell them apart"
+
+
+def test_an_override_renders_on_the_series_asked_for_with_a_notice(
+    local_cloud: LocalCloudProcess, saved_by_42: Path, tmp_path: Path
+) -> None:
+    newest = own_render(Path(sys.executable), saved_by_42, tmp_path / "blender-5.0")
+    farm, said = farm_render(local_cloud, saved_by_42, tmp_path / "farm", "--blender", "5.0")
+    assert f"rendered with Blender {RUNTIMES['5.0']}" in said, said
+    assert "warning: OtherBlenderRuntime: rendering with Blender 5.0.1 as asked" in said, said
+    for frame in FRAMES:
+        assert png_pixels(farm[frame]) == png_pixels(newest[frame]), f"frame {frame} differs from Blender 5.0's"
+
+
+def test_an_unknown_override_is_refused_before_any_upload(local_cloud: LocalCloudProcess, saved_by_42: Path) -> None:
+    refused = run_cli(local_cloud, "submit", str(saved_by_42), "--blender", "3.6")
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1].startswith("UnknownRuntime: the farm has no Blender 3.6 runtime")
+    assert "submitted job" not in refused.stderr
+
+
+def test_a_file_newer_than_every_runtime_fails_by_name_before_any_batch_job(
+    local_cloud: LocalCloudProcess, saved_by_42: Path, tmp_path: Path
+) -> None:
+    data = saved_by_42.read_bytes()
+    future = tmp_path / "future.blend"
+    future.write_bytes(data[:9] + b"601" + data[12:])  # a Blender 6.1 header on the same file
+    before = batch_jobs(local_cloud)
+    failed = run_cli(local_cloud, "submit", str(future), "--wait")
+    assert failed.returncode != 0
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("BlenderTooNew: ") and "Blender 6.1, newer than every runtime" in last, failed.stderr
+    assert batch_jobs(local_cloud) == before, "a Batch job was submitted"
+
+
+def batch_jobs(cloud: LocalCloudProcess) -> set[str]:
+    """The ids of every Batch job the local cloud's queue has seen."""
+    batch, queue = cloud.client("batch"), cloud.outputs["JobQueueArn"]
+    statuses = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED")
+    return {
+        job["jobId"]
+        for status in statuses
+        for job in batch.list_jobs(jobQueue=queue, jobStatus=status)["jobSummaryList"]
+    }
