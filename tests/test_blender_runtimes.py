@@ -177,3 +177,34 @@ def batch_jobs(cloud: LocalCloudProcess) -> set[str]:
         for status in statuses
         for job in batch.list_jobs(jobQueue=queue, jobStatus=status)["jobSummaryList"]
     }
+
+
+def test_the_stitch_opens_a_42_file_with_blender_42(
+    local_cloud: LocalCloudProcess, python42: Path, tmp_path: Path
+) -> None:
+    """An EXR job's stitch opens the .blend (the scene's colour management makes the preview video display-referred):
+    with the plan's Blender, as the render did, so a 4.2 file's video is made by 4.2's colour management too."""
+    blend = make_scene(
+        tmp_path / "exr_by_42.blend",
+        "--frame-end",
+        "2",
+        "--resolution",
+        "32",
+        "18",
+        "--engine",
+        "workbench",
+        "--file-format",
+        "OPEN_EXR",
+        python=python42,
+    )
+    submitted = run_cli(local_cloud, "submit", str(blend), "--wait")
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split()[0]
+    stitch_logs = [
+        path.read_text()
+        for path in local_cloud.state_dir.glob("batch/*/attempt-*.log")
+        if job_id in path.read_text() and "render-worker stitch" in path.read_text()
+    ]
+    assert stitch_logs, "no stitch attempt logged for the job"
+    assert any("re-executing under the Blender 4.2 runtime" in text for text in stitch_logs), stitch_logs[-1][-2000:]
+    assert "stitch done" in stitch_logs[-1]

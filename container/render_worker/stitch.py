@@ -118,6 +118,12 @@ def check_frames(plan: Plan, s3: Any, bucket: str) -> list[int]:
     return frames
 
 
+def opens_blend(plan: Plan) -> bool:
+    """Whether the stitch opens the .blend with bpy: a movie output (its settings and sound) or scene-linear frames
+    (made display-referred with the scene's colour management). A PNG stills job never imports Blender."""
+    return bool(plan.video_container) or display.is_scene_linear(plan.frame_extension)
+
+
 def stitch(plan: Plan, s3: Any, bucket: str, workdir: Path | None = None) -> str:
     """Makes and uploads the video; returns its key."""
     frames = check_frames(plan, s3, bucket)
@@ -129,7 +135,7 @@ def stitch(plan: Plan, s3: Any, bucket: str, workdir: Path | None = None) -> str
         seq = _download_frames(plan, s3, bucket, frames, work / "seq")
         pattern = seq / f"%06d.{ext}"
         settings, audio = movie.PREVIEW, None
-        if plan.video_container or display.is_scene_linear(ext):
+        if opens_blend(plan):
             scene = _open_scene(plan, s3, work)
             if display.is_scene_linear(ext):
                 pattern = _display_frames(scene, seq, len(frames), ext, work / "display")
