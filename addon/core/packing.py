@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
-from blender_asset_tracer import blendfile, bpathlib, pack
+from blender_asset_tracer import blendfile, bpathlib, cdefs, pack
+from blender_asset_tracer.blendfile import iterators
 from blender_asset_tracer.pack import transfer
-from blender_asset_tracer.trace import expanders, result
+from blender_asset_tracer.trace import blocks2assets, expanders, result
 from render_contract.errors import BlendFileUnreadable
 from render_contract.names import safe_name
 from render_contract.paths import check_tree_path
@@ -65,6 +66,7 @@ def pack_blend(blend: Path, work_dir: Path) -> PackedTree:
     blend = Path(blend).absolute()
     work_dir = Path(work_dir).absolute()
     _fix_bat_for_blender_5()
+    _fix_bat_sequencer()
     with _LOCK:
         packer = _RecordingPacker(blend, blend.parent, str(work_dir))
         try:
@@ -182,7 +184,7 @@ class _RecordingPacker(pack.Packer):
 
     def _note_user(self, asset_path: Path, usage: result.BlockUsage) -> None:
         """Noted now: rewriting later rebinds the usage's block to BAT's temporary copy of the file."""
-        name = usage.block_name.decode("utf-8", "replace")
+        name = usage.block_name.split(_USAGE_DETAIL)[0].decode("utf-8", "replace")
         kind = _ID_KINDS.get(name[:2], "")
         label = f"{kind} {name[2:]!r}" if kind else repr(name)
         self._users[asset_path].append(f"{label} in {Path(usage.block.bfile.filepath).name}")
@@ -204,9 +206,12 @@ _ID_KINDS = {
     "OB": "object",
     "SC": "scene",
     "LA": "light",
+    "SQ": "sequencer strip",
 }
 
 _FIXED = False
+_USAGE_DETAIL = b"\0"
+"""Separates a usage's block name from what makes it unique (a strip's file); only the name is shown."""
 
 
 def _fix_bat_for_blender_5() -> None:
@@ -227,3 +232,70 @@ def _fix_bat_for_blender_5() -> None:
 
     expanders._expand_generic_nodetree_id = expand_nodetree_id
     _FIXED = True
+
+
+def _fix_bat_sequencer() -> None:
+    """BAT 1.23 reads the sequencer's media with the wrong path whenever a strip's folder is the .blend's own.
+
+    A strip keeps its folder (``StripData.dir``) apart from its file names (``StripElem.name``); BAT joins them with
+    ``BlendPath.__truediv__``, which strips the folder's trailing slashes first, so ``//`` + ``tone.wav`` becomes
+    ``/tone.wav``, a file at the disk's root: a movie or image next to the .blend was reported missing and never
+    packed, and a sound strip gave a phantom ``/tone.wav`` (its file is packed through the sound data block).
+    This handler replaces BAT's for scenes (``SC``), installed in BAT's table at run time (site-packages untouched):
+
+    * the folder and the name are joined as Blender joins them (``BLI_path_join``: one separator, none added when
+      the folder ends in one);
+    * movie strips: their one file; image strips: every element's file (an image strip is a list of named files,
+      not necessarily a numbered sequence, so nothing is guessed by globbing siblings);
+    * sound strips: nothing. Blender plays and mixes a sound strip from its sound data block (``bSound.filepath``,
+      which BAT traces, packed sounds included); the strip's own copy of the path is not read when rendering and
+      may be stale or point at the original of a packed sound, so it must not be reported missing.
+
+    The usage's block stays the ``StripData`` with its ``dir`` field, as in BAT, so a file that moves in the job
+    tree gets the folder rewritten in the .blend copy. Idempotent.
+    """
+    blocks2assets._funcs_for_code[b"SC"] = _sequencer_assets
+
+
+def _sequencer_assets(scene: blendfile.BlendFileBlock) -> Iterator[result.BlockUsage]:
+    """The files of a scene's sequencer strips (meta strips included), each with its strip's name as its user."""
+    editor = scene.get_pointer(b"ed")
+    if editor is None:
+        return
+    for strip, kind in iterators.sequencer_strips(editor):
+        if kind not in (cdefs.SEQ_TYPE_MOVIE, cdefs.SEQ_TYPE_IMAGE):
+            continue
+        data = strip.get_pointer(b"strip")
+        elements = data.get_pointer(b"stripdata") if data is not None else None
+        if data is None or elements is None:
+            continue
+        folder, folder_field = data.get(b"dir", return_field=True)
+        strip_name = strip.get(b"name")
+        if kind == cdefs.SEQ_TYPE_MOVIE:
+            names = [elements.get(b"name", return_field=True)]
+        else:  # dynamic_array reuses one block object: read each element's name as it comes
+            names = [element.get(b"name", return_field=True) for element in iterators.dynamic_array(elements)]
+        seen: set[bytes] = set()
+        for basename, name_field in names:
+            if not basename or basename in seen:
+                continue
+            seen.add(basename)
+            yield result.BlockUsage(
+                data,
+                sequencer_path(folder, basename),
+                path_dir_field=folder_field,
+                path_base_field=name_field,
+                # BAT drops usages with an equal (block, block_name): each file of a strip needs its own name.
+                block_name=strip_name + _USAGE_DETAIL + basename,
+            )
+
+
+def sequencer_path(folder: bytes, name: bytes) -> bpathlib.BlendPath:
+    """A strip's file path as Blender builds it from ``StripData.dir`` and ``StripElem.name``.
+
+    ``//`` + ``a.wav`` is ``//a.wav`` (relative to the .blend), ``//media`` + ``a.png`` is ``//media/a.png``,
+    ``C:\\clips\\`` + ``a.mp4`` keeps its backslash; an empty folder leaves the bare name.
+    """
+    if folder and not folder.endswith((b"/", b"\\")):
+        folder += b"/"
+    return bpathlib.BlendPath(folder + name)
