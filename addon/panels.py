@@ -128,6 +128,15 @@ def draw_job(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobView | N
             col.label(text=line)
         col.label(text='Resubmit with "Run this file\'s Python scripts on the farm" to run them')
 
+    if view is not None and view.unbaked:
+        col = layout.column(align=True)
+        col.label(text=f"{len(view.unbaked)} simulation(s) are not baked (UnbakedSimulation):", icon="ERROR")
+        for line in view.unbaked[:8]:
+            col.label(text=line)
+        if len(view.unbaked) > 8:
+            col.label(text=f"... and {len(view.unbaked) - 8} more")
+        col.label(text="Chunks start mid-shot, so these render wrong: bake them (Physics > Bake) and submit again")
+
     image = bpy.data.images.get(runtime.PREVIEW_IMAGE)
     if running and image is not None and view is not None and view.preview_path and image.preview is not None:
         layout.template_icon(icon_value=image.preview.icon_id, scale=8.0)

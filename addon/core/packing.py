@@ -18,7 +18,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
@@ -57,11 +57,14 @@ class PackedTree:
     """Paths (in the tree) of .blend files whose copies had their paths rewritten; they live in ``work_dir``."""
 
 
-def pack_blend(blend: Path, work_dir: Path) -> PackedTree:
+def pack_blend(blend: Path, work_dir: Path, inspect: Callable[[blendfile.BlendFile], None] | None = None) -> PackedTree:
     """Traces ``blend`` and lays out its job tree; rewritten .blend copies are written under ``work_dir``.
 
     ``work_dir`` must be an empty folder the caller owns (it is BAT's pack target, so rewritten files land at
     their place in the tree). Missing files are reported, never fatal: the caller asks the artist.
+
+    ``inspect``, if given, is called with the main file as BAT opened it for tracing (so a compressed file is not
+    decompressed twice), before BAT rebinds that object to the rewritten copy.
     """
     blend = Path(blend).absolute()
     work_dir = Path(work_dir).absolute()
@@ -71,6 +74,8 @@ def pack_blend(blend: Path, work_dir: Path) -> PackedTree:
         packer = _RecordingPacker(blend, blend.parent, str(work_dir))
         try:
             packer.strategise()
+            if inspect is not None:
+                inspect(blendfile.open_cached(blend))
             packer.execute()
         except (blendfile.exceptions.BlendFileError, EOFError, ValueError, OSError) as error:
             # OSError: a corrupt block size makes BAT seek before the file's start (EINVAL), or a file can't be read.

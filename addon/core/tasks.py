@@ -62,6 +62,8 @@ class JobView:
     missing: tuple[str, ...] = ()
     python_use: tuple[str, ...] = ()
     """What needs Python that the farm does not run for this job (from the plan)."""
+    unbaked: tuple[str, ...] = ()
+    """Simulations that are not baked (``UnbakedSimulation``), found before the upload: a warning, not a stop."""
     frames_done: int = 0
     frames_total: int = 0
     last_frame: int | None = None
@@ -214,6 +216,8 @@ class JobTask(threading.Thread):
         try:
             if not self.view.job_name:
                 self.view = replace(self.view, job_name=prepared.job_name)
+            if prepared.unbaked:
+                self._post(unbaked=tuple(prepared.unbaked))
             if prepared.missing:
                 self._post(
                     phase=Phase.MISSING_FILES,
