@@ -182,6 +182,7 @@ def own_hash_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def unbaked(blend: Path, **options: int | str) -> list[str]:
     prepared = preparing.prepare(preparing.SubmitRequest(blend, **options))  # type: ignore[arg-type]
     try:
+        assert prepared.missing == []  # a cache folder an unbaked simulation has not written yet is not missing
         return prepared.unbaked
     finally:
         prepared.cleanup()
@@ -206,9 +207,14 @@ def test_a_disk_bake_whose_files_are_gone_is_unbaked(scenes: dict[str, Path], tm
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / "shot.blend").write_bytes(scenes["baked"].read_bytes())
-    assert unbaked(copy / "shot.blend") == [
-        "simulation zone in modifier 'GeometryNodes' on object 'SimDisk' (frames 1-4)"
-    ]
+    prepared = preparing.prepare(preparing.SubmitRequest(copy / "shot.blend"))
+    try:
+        # A simulation zone's bake has no "baked" flag: without its folder it is simply not baked.
+        assert prepared.unbaked == ["simulation zone in modifier 'GeometryNodes' on object 'SimDisk' (frames 1-4)"]
+        # A point cache flagged as baked to disk whose files are gone is a missing file (the artist decides).
+        assert [Path(item.path).name for item in prepared.missing] == ["43616E766173_*.bphys"]  # hex of 'Canvas'
+    finally:
+        prepared.cleanup()
 
 
 def test_a_render_range_that_ends_before_the_simulations_move_is_silent(scenes: dict[str, Path]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from blender_asset_tracer import blendfile, bpathlib, cdefs, pack
 from blender_asset_tracer.blendfile import iterators
 from blender_asset_tracer.pack import transfer
-from blender_asset_tracer.trace import blocks2assets, expanders, result
+from blender_asset_tracer.trace import blocks2assets, expanders, file_sequence, result
 from render_contract.errors import BlendFileUnreadable
 from render_contract.names import safe_name
 from render_contract.paths import check_tree_path
@@ -184,6 +184,10 @@ class _RecordingPacker(pack.Packer):
         super()._visit_asset(asset_path, usage)
 
     def _visit_sequence(self, asset_path: Path, usage: result.BlockUsage) -> None:
+        if usage.block.dna_type.dna_type_id in _SIMULATION_CACHES and not _has_files(asset_path):
+            # A simulation not baked yet has no cache folder: that is no missing file (the artist could not "fix
+            # the path"), it is an unbaked simulation, which simulations.py names as UnbakedSimulation.
+            return
         self._note_user(asset_path, usage)
         super()._visit_sequence(asset_path, usage)
 
@@ -197,6 +201,18 @@ class _RecordingPacker(pack.Packer):
     def used_by(self, path: Path) -> str:
         """``<data block> in <file>`` for each user of ``path``, e.g. ``image 'wood.png' in lib.blend``."""
         return ", ".join(dict.fromkeys(self._users.get(path, []))) or "?"
+
+
+_SIMULATION_CACHES = frozenset({b"FluidDomainSettings", b"NodesModifierData", b"NodesModifierBake"})
+"""DNA structs whose BAT usages are simulation cache folders (Mantaflow's cache, Geometry Nodes bakes)."""
+
+
+def _has_files(path: Path) -> bool:
+    """Whether a BAT sequence path (a folder, a glob, a numbered file) names at least one existing file."""
+    try:
+        return any(found.exists() for found in file_sequence.expand_sequence(path))
+    except file_sequence.DoesNotExist:
+        return False
 
 
 _ID_KINDS = {
