@@ -86,6 +86,7 @@ class RENDER_OT_aws_submit(bpy.types.Operator):
             frame_end=props.frame_end if props.use_frame_range else None,
             scene=scene.name,
             allow_scripts=props.allow_scripts,
+            origin=blend,
         )
         runtime.start_submit(scene, settings, request, output_dir(scene, blend), copy.parent)
         self.report({"INFO"}, f"Submitting {job_name!r} to {runtime.connection_label(settings)}")

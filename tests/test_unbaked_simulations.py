@@ -217,6 +217,44 @@ def test_a_disk_bake_whose_files_are_gone_is_unbaked(scenes: dict[str, Path], tm
         prepared.cleanup()
 
 
+COPY_SCRIPT = r"""
+import sys
+import bpy
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[2], copy=True, relative_remap=True, check_existing=False)
+"""
+
+
+def test_the_addons_copy_finds_the_disk_bakes_next_to_the_artists_file(scenes: dict[str, Path], tmp_path: Path) -> None:
+    """The add-on uploads a copy saved to a temporary folder (as operators.save_copy does). Blender's relative_remap
+    does not move a disk point cache (``//blendcache_<file>/``, implicit) or a bake folder (``//simbake`` stays): both
+    are taken from beside the artist's file, at the same place in the tree."""
+    copy = tmp_path / "render_on_aws_submit" / "shot.blend"
+    copy.parent.mkdir()
+    subprocess.run(
+        [sys.executable, "-c", COPY_SCRIPT, str(scenes["baked"]), str(copy)], check=True, capture_output=True
+    )
+    alone = preparing.prepare(preparing.SubmitRequest(copy))
+    try:  # without the origin: what the add-on reported before (a baked cache "missing", a baked zone "unbaked")
+        assert len(alone.missing) == 1 and len(alone.unbaked) == 1
+    finally:
+        alone.cleanup()
+    prepared = preparing.prepare(preparing.SubmitRequest(copy, origin=scenes["baked"]))
+    try:
+        assert prepared.missing == [] and prepared.unbaked == []
+        artist = scenes["baked"].parent
+        expected = {
+            path.relative_to(artist).as_posix()
+            for folder in ("blendcache_shot", "simbake")
+            for path in (artist / folder).rglob("*")
+            if path.is_file()
+        }
+        assert expected and expected <= set(prepared.files), (expected, set(prepared.files))
+        assert all(prepared.files[rel].path == artist / rel for rel in expected)
+    finally:
+        prepared.cleanup()
+
+
 def test_a_render_range_that_ends_before_the_simulations_move_is_silent(scenes: dict[str, Path]) -> None:
     assert unbaked(scenes["unbaked"], frame_start=1, frame_end=1) == []
     assert unbaked(scenes["unbaked"], frame_start=1, frame_end=2) == UNBAKED
@@ -276,6 +314,29 @@ bpy.ops.render.aws_cancel()
 drive(finished)
 result(unbaked=unbaked, phase=phase, kept=list(view().unbaked))
 """
+
+
+BAKED_PANEL = r"""
+use_local()
+open_blend(sys.argv[1], sys.argv[2])
+bpy.ops.render.aws_submit()
+SEEN = {"uploading", "counting frames", "missing files", *FINISHED_PHASES}
+drive(lambda: view() is not None and view().phase in SEEN)
+got = dict(unbaked=list(view().unbaked), missing=list(view().missing), phase=view().phase)
+bpy.ops.render.aws_cancel()
+drive(finished)
+result(**got)
+"""
+
+
+def test_the_panel_is_quiet_for_a_baked_scene(
+    local_cloud: LocalCloudProcess, scenes: dict[str, Path], tmp_path: Path
+) -> None:
+    """Through the add-on's copy: disk bakes beside the artist's file are neither missing nor unbaked."""
+    got = run_blender(
+        f"sys.argv[1:] = {[str(scenes['baked']), str(tmp_path / 'out')]!r}\n" + BAKED_PANEL, local_cloud, tmp_path
+    )
+    assert got == {"unbaked": [], "missing": [], "phase": got["phase"]} and got["phase"] != "missing files", got
 
 
 def test_the_panel_gets_the_names_before_the_render(

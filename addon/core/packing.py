@@ -57,7 +57,12 @@ class PackedTree:
     """Paths (in the tree) of .blend files whose copies had their paths rewritten; they live in ``work_dir``."""
 
 
-def pack_blend(blend: Path, work_dir: Path, inspect: Callable[[blendfile.BlendFile], None] | None = None) -> PackedTree:
+def pack_blend(
+    blend: Path,
+    work_dir: Path,
+    inspect: Callable[[blendfile.BlendFile], None] | None = None,
+    origin: Path | None = None,
+) -> PackedTree:
     """Traces ``blend`` and lays out its job tree; rewritten .blend copies are written under ``work_dir``.
 
     ``work_dir`` must be an empty folder the caller owns (it is BAT's pack target, so rewritten files land at
@@ -65,6 +70,12 @@ def pack_blend(blend: Path, work_dir: Path, inspect: Callable[[blendfile.BlendFi
 
     ``inspect``, if given, is called with the main file as BAT opened it for tracing (so a compressed file is not
     decompressed twice), before BAT rebinds that object to the rewritten copy.
+
+    ``origin`` is the artist's .blend when ``blend`` is a copy saved elsewhere (the add-on saves one to a temporary
+    folder). Blender's ``relative_remap`` rewrites the copy's stored paths, but simulation caches have paths that
+    are implicit or not remapped: a point cache on disk lives in ``//blendcache_<file name>/`` and a Geometry Nodes
+    bake folder stays ``//simbake``. A sequence the main file names relative to itself that the copy's folder
+    lacks is then taken from the artist's folder, at the same place in the tree.
     """
     blend = Path(blend).absolute()
     work_dir = Path(work_dir).absolute()
@@ -72,6 +83,7 @@ def pack_blend(blend: Path, work_dir: Path, inspect: Callable[[blendfile.BlendFi
     _fix_bat_sequencer()
     with _LOCK:
         packer = _RecordingPacker(blend, blend.parent, str(work_dir))
+        packer.origin_dir = Path(origin).absolute().parent if origin is not None else None
         try:
             packer.strategise()
             if inspect is not None:
@@ -92,7 +104,7 @@ def pack_blend(blend: Path, work_dir: Path, inspect: Callable[[blendfile.BlendFi
 def _tree(packer: _RecordingPacker, blend: Path, work_dir: Path) -> PackedTree:
     files: dict[str, Path] = {}
     rewritten: list[str] = []
-    for target, source in packer.recorded.items():
+    for target, source in {**packer.borrowed, **packer.recorded}.items():
         rel = check_tree_path(PurePosixPath(Path(target).relative_to(work_dir).as_posix()).as_posix())
         files[rel] = source
         if source.is_relative_to(work_dir):
@@ -152,6 +164,10 @@ class _RecordingPacker(pack.Packer):
         super().__init__(bfile, project, target)
         self._users: dict[Path, list[str]] = defaultdict(list)
         self._recorder: _Recorder | None = None
+        self.origin_dir: Path | None = None
+        """The artist's folder when the main file is a copy saved elsewhere (see :func:`pack_blend`)."""
+        self.borrowed: dict[Path, Path] = {}
+        """(target path -> the artist's file) for sequences found next to the artist's file, not the copy."""
 
     @property
     def recorded(self) -> dict[Path, Path]:
@@ -184,12 +200,29 @@ class _RecordingPacker(pack.Packer):
         super()._visit_asset(asset_path, usage)
 
     def _visit_sequence(self, asset_path: Path, usage: result.BlockUsage) -> None:
-        if usage.block.dna_type.dna_type_id in _SIMULATION_CACHES and not _has_files(asset_path):
-            # A simulation not baked yet has no cache folder: that is no missing file (the artist could not "fix
-            # the path"), it is an unbaked simulation, which simulations.py names as UnbakedSimulation.
-            return
+        if not _has_files(asset_path):
+            if self._borrow_from_origin(asset_path, usage):
+                return
+            if usage.block.dna_type.dna_type_id in _SIMULATION_CACHES:
+                # A simulation not baked yet has no cache folder: that is no missing file (the artist could not
+                # "fix the path"), it is an unbaked simulation, which simulations.py names as UnbakedSimulation.
+                return
         self._note_user(asset_path, usage)
         super()._visit_sequence(asset_path, usage)
+
+    def _borrow_from_origin(self, asset_path: Path, usage: result.BlockUsage) -> bool:
+        """Takes a sequence the main file names relative to itself from the artist's folder (see pack_blend)."""
+        main = bpathlib.make_absolute(Path(self.blendfile))
+        if self.origin_dir is None or bpathlib.make_absolute(Path(usage.block.bfile.filepath)) != main:
+            return False
+        try:
+            relative = bpathlib.make_absolute(asset_path).relative_to(main.parent)
+        except ValueError:
+            return False
+        found = _existing_files(self.origin_dir / relative)
+        for path in found:
+            self.borrowed[Path(self._target_path) / path.relative_to(self.origin_dir)] = path
+        return bool(found)
 
     def _note_user(self, asset_path: Path, usage: result.BlockUsage) -> None:
         """Noted now: rewriting later rebinds the usage's block to BAT's temporary copy of the file."""
@@ -209,10 +242,15 @@ _SIMULATION_CACHES = frozenset({b"FluidDomainSettings", b"NodesModifierData", b"
 
 def _has_files(path: Path) -> bool:
     """Whether a BAT sequence path (a folder, a glob, a numbered file) names at least one existing file."""
+    return bool(_existing_files(path))
+
+
+def _existing_files(path: Path) -> list[Path]:
+    """The existing files a BAT sequence path (a folder, a glob, a numbered file) names."""
     try:
-        return any(found.exists() for found in file_sequence.expand_sequence(path))
+        return [found for found in file_sequence.expand_sequence(path) if found.is_file()]
     except file_sequence.DoesNotExist:
-        return False
+        return []
 
 
 _ID_KINDS = {

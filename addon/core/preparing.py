@@ -28,6 +28,9 @@ class SubmitRequest:
     scene: str | None = None
     allow_scripts: bool = False
     """Run the file's Python scripts and Python drivers on the farm for this job (the artist's consent)."""
+    origin: Path | None = None
+    """The artist's .blend when ``blend`` is a copy saved elsewhere (the add-on's): disk caches and bake folders
+    that Blender finds next to the artist's file are found there (see :func:`.packing.pack_blend`)."""
 
     def execution_input(self, job_id: str, bucket: str, job_name: str) -> ExecutionInput:
         return ExecutionInput.for_job(
@@ -99,11 +102,11 @@ def prepare(request: SubmitRequest) -> PreparedJob:
     unbaked: list[simulations.Simulation] = []
 
     def check_simulations(bfile: Any) -> None:
-        folder = blend.absolute().parent
+        folder = Path(request.origin or blend).absolute().parent
         unbaked.extend(simulations.unbaked_simulations(bfile, folder, request.scene, request.frame_end))
 
     try:
-        tree = packing.pack_blend(blend, work_dir, inspect=check_simulations)
+        tree = packing.pack_blend(blend, work_dir, inspect=check_simulations, origin=request.origin)
         cache = hashcache.HashCache()
         artist_files = [source for source in tree.files.values() if not source.is_relative_to(work_dir)]
         stored = cas.hash_files(artist_files, cache)
