@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from render_on_aws.core import preparing
+from render_on_aws.core import packing, preparing
 
 SCENE_SCRIPT = r"""
 import math, struct, subprocess, sys, wave
@@ -174,3 +174,18 @@ def test_the_cli_refuses_only_the_really_missing_file(project: Path, own_hash_ca
     missing = [line for line in refused.stderr.splitlines() if line.startswith("missing: ")]
     assert missing == [f"missing: {project / 'gone.png'} (used by sequencer strip 'gone' in with_missing.blend)"]
     assert refused.stderr.strip().splitlines()[-1].startswith("MissingDependencies: 1 file(s)")
+
+
+@pytest.mark.parametrize(
+    ("folder", "name", "path"),
+    [
+        (b"//", b"tone.wav", b"//tone.wav"),  # the reported case: BAT made it /tone.wav
+        (b"//media/", b"clip.mp4", b"//media/clip.mp4"),
+        (b"//media", b"still.png", b"//media/still.png"),
+        (b"/abs/dir/", b"a.png", b"/abs/dir/a.png"),
+        (b"C:\\clips\\", b"a.mp4", b"C:/clips/a.mp4"),  # one separator; BlendPath writes slashes
+        (b"", b"bare.png", b"bare.png"),
+    ],
+)
+def test_a_strip_path_is_joined_as_blender_joins_it(folder: bytes, name: bytes, path: bytes) -> None:
+    assert bytes(packing.sequencer_path(folder, name)) == path

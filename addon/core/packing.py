@@ -353,7 +353,8 @@ def sequencer_path(folder: bytes, name: bytes) -> bpathlib.BlendPath:
     """A strip's file path as Blender builds it from ``StripData.dir`` and ``StripElem.name``.
 
     ``//`` + ``a.wav`` is ``//a.wav`` (relative to the .blend), ``//media`` + ``a.png`` is ``//media/a.png``,
-    ``C:\\clips\\`` + ``a.mp4`` keeps its backslash; an empty folder leaves the bare name.
+    ``C:\\clips\\`` + ``a.mp4`` gets no second separator (``C:/clips/a.mp4``: BlendPath writes slashes); an empty
+    folder leaves the bare name.
     """
     if folder and not folder.endswith((b"/", b"\\")):
         folder += b"/"
