@@ -58,6 +58,9 @@ MOD_CLOTH = cdefs.eModifierType_Cloth
 MOD_DYNAMIC_PAINT = cdefs.eModifierType_DynamicPaint
 MOD_FLUID = cdefs.eModifierType_Fluid
 MOD_NODES = cdefs.eModifierType_Nodes
+SIMULATING_MODIFIERS = frozenset(
+    {MOD_SOFTBODY, MOD_PARTICLE_SYSTEM, MOD_CLOTH, MOD_DYNAMIC_PAINT, MOD_FLUID, MOD_NODES}
+)
 NODES_BAKE_CUSTOM_FRAME_RANGE = 1 << 0
 NODES_BAKE_CUSTOM_PATH = cdefs.NODES_MODIFIER_BAKE_CUSTOM_PATH
 # DNA_particle_types.h
@@ -129,9 +132,13 @@ def _unbaked(bfile: Any, blend_dir: Path, scene_name: str | None, frame_end: int
     for scene in chosen:
         render_end = frame_end if frame_end is not None else int(scene.get((b"r", b"efra")))
         scene_start = int(scene.get((b"r", b"sfra")))
+        scene_end = int(scene.get((b"r", b"efra")))
+        per_object = []  # names are read only for objects with a simulation: thousands of objects stay cheap
+        for ob in blend_dna.scene_objects(scene):
+            if simulated := list(_object_simulations(ob, blend_dir, scene_start, scene_end)):
+                per_object.append((id_name(ob), simulated))
         candidates = list(_rigid_body_world(scene))
-        for ob in sorted(blend_dna.scene_objects(scene), key=id_name):
-            candidates.extend(_object_simulations(ob, blend_dir, scene_start, int(scene.get((b"r", b"efra")))))
+        candidates.extend(sim for _, simulated in sorted(per_object, key=lambda pair: pair[0]) for sim in simulated)
         found.extend(sim for sim in candidates if sim.frame_start < render_end)
     return found
 
@@ -162,12 +169,13 @@ def _rigid_body_world(scene: Block) -> Iterator[Simulation]:
 
 
 def _object_simulations(ob: Block, blend_dir: Path, scene_start: int, scene_end: int) -> Iterator[Simulation]:
-    obname = id_name(ob)
-    systems = {psys.addr_old: psys for psys in iter_list(ob, b"particlesystem")}
     for modifier in iter_list(ob, b"modifiers"):
+        kind = int(modifier.get((b"modifier", b"type"), default=0))
+        if kind not in SIMULATING_MODIFIERS:
+            continue
         if not int(modifier.get((b"modifier", b"mode"), default=0)) & MODIFIER_MODE_RENDER:
             continue
-        kind = int(modifier.get((b"modifier", b"type"), default=0))
+        obname = id_name(ob)
         name = str(modifier.get((b"modifier", b"name"), as_str=True))
         where = f"'{name}' on object '{obname}'"
         if kind == MOD_CLOTH:
@@ -180,7 +188,7 @@ def _object_simulations(ob: Block, blend_dir: Path, scene_start: int, scene_end:
             if cache is not None and not _cache_baked(cache):
                 yield Simulation("soft body", where, *_cache_range(cache))
         elif kind == MOD_PARTICLE_SYSTEM:
-            psys = systems.get(int(modifier.get(b"psys", default=0)))
+            psys = deref(modifier, b"psys")
             if psys is not None:
                 yield from _particles(psys, obname)
         elif kind == MOD_DYNAMIC_PAINT:

@@ -42,8 +42,8 @@ def iter_list(block: Block, field: bytes) -> Iterator[Block]:
 
 def id_name(block: Block) -> str:
     """An ID's name without its two-letter code (``SCScene`` -> ``Scene``, ``OBCube`` -> ``Cube``)."""
-    name = block.id_name if isinstance(getattr(block, "id_name", None), bytes) else b""
-    return str(name[2:].decode("utf-8", "replace"))
+    name = getattr(block, "id_name", None)
+    return name[2:].decode("utf-8", "replace") if isinstance(name, bytes) else ""
 
 
 def active_scene(bfile: Any, scenes: list[Block]) -> Block | None:
