@@ -200,10 +200,11 @@ class _RecordingPacker(pack.Packer):
         super()._visit_asset(asset_path, usage)
 
     def _visit_sequence(self, asset_path: Path, usage: result.BlockUsage) -> None:
-        if not _has_files(asset_path):
+        simulation_cache = usage.block.dna_type.dna_type_id in _SIMULATION_CACHES
+        if (simulation_cache or self.origin_dir is not None) and not _has_files(asset_path):
             if self._borrow_from_origin(asset_path, usage):
                 return
-            if usage.block.dna_type.dna_type_id in _SIMULATION_CACHES:
+            if simulation_cache:
                 # A simulation not baked yet has no cache folder: that is no missing file (the artist could not
                 # "fix the path"), it is an unbaked simulation, which simulations.py names as UnbakedSimulation.
                 return
