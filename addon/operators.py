@@ -89,6 +89,7 @@ class RENDER_OT_aws_submit(bpy.types.Operator):
             allow_scripts=props.allow_scripts,
             blender_version=".".join(str(part) for part in bpy.app.version),
             blender_runtime=None if props.blender_runtime == FILES_BLENDER else props.blender_runtime,
+            origin=blend,
         )
         runtime.start_submit(scene, settings, request, output_dir(scene, blend), copy.parent)
         self.report({"INFO"}, f"Submitting {job_name!r} to {runtime.connection_label(settings)}")

@@ -139,6 +139,14 @@ def draw_job(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobView | N
             name, _, message = notice.partition(": ")
             col.label(text=f"{name}:", icon="ERROR")
             col.label(text=message[:200])
+    if view is not None and view.unbaked:
+        col = layout.column(align=True)
+        col.label(text=f"{len(view.unbaked)} simulation(s) are not baked (UnbakedSimulation):", icon="ERROR")
+        for line in view.unbaked[:8]:
+            col.label(text=line)
+        if len(view.unbaked) > 8:
+            col.label(text=f"... and {len(view.unbaked) - 8} more")
+        col.label(text="Chunks start mid-shot, so these render wrong: bake them (Physics > Bake) and submit again")
 
     image = bpy.data.images.get(runtime.PREVIEW_IMAGE)
     if running and image is not None and view is not None and view.preview_path and image.preview is not None:

@@ -12,7 +12,13 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-from render_contract.errors import InvalidInput, MissingDependencies, PythonNotRun, RenderOnAwsError
+from render_contract.errors import (
+    InvalidInput,
+    MissingDependencies,
+    PythonNotRun,
+    RenderOnAwsError,
+    UnbakedSimulation,
+)
 from render_contract.ids import ARTIST_TAG
 from render_contract.runtimes import available
 
@@ -184,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         )
         prepared = prepare(request)
         try:
+            if prepared.unbaked:
+                warn_unbaked(prepared.unbaked, sys.stderr)
             if prepared.missing:
                 for item in prepared.missing:
                     print(f"missing: {item.path} (used by {item.used_by})", file=sys.stderr)
@@ -243,6 +251,20 @@ def say_runtime(status: JobStatus, stream: TextIO) -> None:
         print(f"warning: {notice}", file=stream)
     verb = "rendered" if status.finished else "renders"
     print(f"blender: {verb} with Blender {status.blender}", file=stream)
+
+
+def warn_unbaked(unbaked: list[str], stream: TextIO) -> None:
+    """Chunks start mid-shot: a simulation that is not baked renders wrong there, and nothing else would say so."""
+    print(
+        f"warning: {UnbakedSimulation.__name__}: {len(unbaked)} simulation(s) in the scene are not baked; each chunk "
+        "of the job starts mid-shot in a fresh Blender, so they render differently from your Blender (bake them "
+        "first: Physics properties > Bake, or the modifier's Bake for simulation zones):",
+        file=stream,
+    )
+    for item in unbaked[:20]:
+        print(f"  {item}", file=stream)
+    if len(unbaked) > 20:
+        print(f"  ... and {len(unbaked) - 20} more", file=stream)
 
 
 def _warn_skipped(skipped: SkippedKey) -> None:

@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from render_contract.errors import InputNotFound
 from render_contract.execution_input import ExecutionInput
@@ -39,6 +40,10 @@ class SubmitRequest:
             resolve_override(self.blender_runtime)
         if self.blender_version is not None:
             parse_version(self.blender_version, "blenderVersion")
+
+    origin: Path | None = None
+    """The artist's .blend when ``blend`` is a copy saved elsewhere (the add-on's): disk caches and bake folders
+    that Blender finds next to the artist's file are found there (see :func:`.packing.pack_blend`)."""
 
     def execution_input(self, job_id: str, bucket: str, job_name: str) -> ExecutionInput:
         return ExecutionInput.for_job(
@@ -79,6 +84,8 @@ class PreparedJob:
     missing: list[MissingFile] = field(default_factory=list)
     work_dir: Path | None = None
     """A temporary folder the preparation made (rewritten copies); removed by :meth:`cleanup`."""
+    unbaked: list[str] = field(default_factory=list)
+    """Simulations of the rendered scene that are not baked (``UnbakedSimulation``): a warning, not a stop."""
 
     @property
     def total_bytes(self) -> int:
@@ -101,14 +108,20 @@ def prepare(request: SubmitRequest) -> PreparedJob:
     (through the local hash cache, so an unchanged file costs a ``stat``), and only .blend files whose paths had to
     be rewritten are written, as copies under ``work_dir``.
     """
-    from . import hashcache, packing  # blender-asset-tracer: imported only when something is packed
+    from . import hashcache, packing, simulations  # blender-asset-tracer: imported only when something is packed
 
     blend = Path(request.blend)
     if not blend.is_file():
         raise InputNotFound(f"no such .blend file: {blend}")
     work_dir = Path(tempfile.mkdtemp(prefix="render-on-aws-pack-"))
+    unbaked: list[simulations.Simulation] = []
+
+    def check_simulations(bfile: Any) -> None:
+        folder = Path(request.origin or blend).absolute().parent
+        unbaked.extend(simulations.unbaked_simulations(bfile, folder, request.scene, request.frame_end))
+
     try:
-        tree = packing.pack_blend(blend, work_dir)
+        tree = packing.pack_blend(blend, work_dir, inspect=check_simulations, origin=request.origin)
         cache = hashcache.HashCache()
         artist_files = [source for source in tree.files.values() if not source.is_relative_to(work_dir)]
         stored = cas.hash_files(artist_files, cache)
@@ -125,4 +138,5 @@ def prepare(request: SubmitRequest) -> PreparedJob:
         {rel: stored[source] for rel, source in tree.files.items()},
         [MissingFile(item.path, item.used_by) for item in tree.missing],
         work_dir,
+        [simulation.describe() for simulation in unbaked],
     )

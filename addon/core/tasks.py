@@ -66,6 +66,8 @@ class JobView:
     """The Blender version the job renders with (``"4.2.23"``, from the plan)."""
     runtime_notices: tuple[str, ...] = ()
     """``"Name: message"`` warnings about that Blender (another series than the file's, a version mismatch)."""
+    unbaked: tuple[str, ...] = ()
+    """Simulations that are not baked (``UnbakedSimulation``), found before the upload: a warning, not a stop."""
     frames_done: int = 0
     frames_total: int = 0
     last_frame: int | None = None
@@ -218,6 +220,8 @@ class JobTask(threading.Thread):
         try:
             if not self.view.job_name:
                 self.view = replace(self.view, job_name=prepared.job_name)
+            if prepared.unbaked:
+                self._post(unbaked=tuple(prepared.unbaked))
             if prepared.missing:
                 self._post(
                     phase=Phase.MISSING_FILES,

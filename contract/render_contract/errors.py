@@ -171,6 +171,12 @@ class BlenderVersionMismatch(RenderOnAwsError):
     """A warning: the artist's Blender is another series than the one that last saved the submitted file."""
 
 
+class UnbakedSimulation(RenderOnAwsError):
+    """A warning: a simulation of the rendered scene (a point cache of cloth, soft body, particles, dynamic paint or
+    rigid bodies, a fluid domain, a Geometry Nodes simulation zone) is not baked. Chunks start mid-shot in a fresh
+    Blender, so it renders as if it started at each chunk's first frame; bake it before submitting."""
+
+
 class Interrupted(RenderOnAwsError):
     """The attempt was stopped (SIGTERM: a Spot notice, a Batch stop) or met a transient AWS error."""
 

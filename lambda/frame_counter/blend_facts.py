@@ -37,6 +37,7 @@ import zstandard
 from blender_asset_tracer import blendfile
 from blender_asset_tracer.blendfile import exceptions as bat_exceptions
 from blender_asset_tracer.blendfile import magic_compression
+from render_contract import blend_dna
 from render_contract.errors import BlendFileUnreadable, InvalidInput, SceneNotFound
 from render_contract.plan import exact_fps
 
@@ -96,8 +97,6 @@ and 14 were read back from files bpy 5.0.1 wrote; the rest are the legacy movie/
 
 CHUNK = 1024 * 1024
 """Streaming buffer for decompression: memory stays flat whatever the file size."""
-MAX_LIST_WALK = 100_000
-"""Bound on linked-list walks, so a corrupt (cyclic) list cannot hang the Lambda."""
 
 # What BAT and struct raise on bytes that are not a sound .blend. OSError is handled apart: only the ones without
 # an errno are the file's fault; a full disk is not.
@@ -514,49 +513,10 @@ def _list(names: tuple[str, ...], limit: int = 20) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _active_scene(
-    bfile: blendfile.BlendFile, scenes: list[blendfile.BlendFileBlock]
-) -> blendfile.BlendFileBlock | None:
-    """``FileGlobal.curscene``, else the first window's scene (``win->scene``, or ``win->screen->scene`` in 2.7x)."""
-    by_address = {block.addr_old: block for block in scenes}
-    for glob in bfile.find_blocks_from_code(b"GLOB"):
-        scene = by_address.get(glob.get(b"curscene", default=0))
-        if scene is not None:
-            return scene
-    for wm in bfile.find_blocks_from_code(b"WM"):
-        window = _deref(wm, (b"windows", b"first"))
-        if window is None:
-            continue
-        if window.has_field(b"scene"):
-            address = window.get(b"scene")
-        else:
-            screen = _deref(window, b"screen")
-            address = screen.get(b"scene", default=0) if screen is not None else 0
-        if address in by_address:
-            return by_address[address]
-    return None
-
-
-def _deref(block: blendfile.BlendFileBlock, path: bytes | tuple[bytes, ...]) -> blendfile.BlendFileBlock | None:
-    """A pointer field's block, or None when the pointer is null, dangling or the field does not exist."""
-    address = block.get(path, default=0)
-    if not isinstance(address, int) or address == 0:
-        return None
-    return bfile_block(block.bfile, address)
-
-
-def bfile_block(bfile: blendfile.BlendFile, address: int) -> blendfile.BlendFileBlock | None:
-    return bfile.block_from_addr.get(address)
-
-
-def _iter_list(block: blendfile.BlendFileBlock, field: bytes) -> Iterator[blendfile.BlendFileBlock]:
-    """The links of a ``ListBase`` field, bounded and cycle-safe."""
-    link = _deref(block, (field, b"first"))
-    seen: set[int] = set()
-    while link is not None and link.addr_old not in seen and len(seen) < MAX_LIST_WALK:
-        seen.add(link.addr_old)
-        yield link
-        link = _deref(link, b"next")
+# The DNA walks are the contract's (render_contract.blend_dna), shared with the client core's simulation check.
+_active_scene = blend_dna.active_scene
+_deref = blend_dna.deref
+_iter_list = blend_dna.iter_list
 
 
 def _scene_facts(bfile: blendfile.BlendFile, scene: blendfile.BlendFileBlock) -> SceneFacts:
@@ -611,18 +571,5 @@ def _has_camera(scene: blendfile.BlendFileBlock) -> bool:
         return True
     if any(marker.get(b"camera", default=0) for marker in _iter_list(scene, b"markers")):
         return True
-    objects: list[blendfile.BlendFileBlock] = []
-    objects.extend(ob for base in _iter_list(scene, b"base") if (ob := _deref(base, b"object")) is not None)
-    master = _deref(scene, b"master_collection")
-    pending = [master] if master is not None else []
-    visited: set[int] = set()
-    while pending and len(visited) < MAX_LIST_WALK:
-        collection = pending.pop()
-        if collection.addr_old in visited:
-            continue
-        visited.add(collection.addr_old)
-        objects.extend(ob for link in _iter_list(collection, b"gobject") if (ob := _deref(link, b"ob")) is not None)
-        pending.extend(
-            child for link in _iter_list(collection, b"children") if (child := _deref(link, b"collection")) is not None
-        )
+    objects = blend_dna.scene_objects(scene)
     return any(ob.get(b"type", default=-1) == OB_CAMERA for ob in objects)
