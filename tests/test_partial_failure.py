@@ -1,0 +1,156 @@
+"""Partial failure (issue 17.4) and previews (issue 17.2), at the worker: a process with the job definition's
+command line, real bpy, real S3 over HTTP (moto server).
+
+The frame that fails on purpose is real Blender behaviour, not a switch in the worker: stereo (multi-view) is
+keyframed on for that one frame, so Blender writes ``000003_L.png`` and ``000003_R.png`` instead of the frame's
+image and the worker finds no image for it. (A render border is not animatable in bpy 5.0.1, and a camera marker
+switching to an odd camera renders fine.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import boto3
+import numpy as np
+from render_contract import exitcodes, layout
+from render_contract.failures import FrameFailure
+
+from tests.conftest import make_scene
+from tests.reliability.support import bpy_edit, decode_image
+from tests.test_worker import error_record, frames_in_s3, make_plan, rendered, run_worker, upload_blend
+
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+
+
+def failing_frame_scene(path: Path, frame: int, frames: int = 6) -> Path:
+    """A tiny Workbench scene whose frame ``frame`` fails to render (stereo keyframed on for it alone)."""
+    make_scene(path, "--frame-end", str(frames), "--resolution", "64", "36", "--engine", "workbench")
+    return bpy_edit(
+        path,
+        "r = scene.render\n"
+        "r.views_format = 'MULTIVIEW'\n"
+        f"for value, at in ((False, 1), (True, {frame}), (False, {frame + 1})):\n"
+        "    r.use_multiview = value\n"
+        "    r.keyframe_insert('use_multiview', frame=at)\n",
+    )
+
+
+def failure_records(bucket: str, job_id: str) -> dict[int, FrameFailure]:
+    s3 = boto3.client("s3")
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=layout.failed_prefix(job_id)).get("Contents", [])
+    records = [FrameFailure.from_json(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()) for o in listing]
+    return {record.frame: record for record in records}
+
+
+def previews_in_s3(bucket: str, job_id: str) -> dict[int, bytes]:
+    s3 = boto3.client("s3")
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=layout.previews_prefix(job_id)).get("Contents", [])
+    return {layout.frame_from_key(o["Key"]): s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listing}
+
+
+def test_a_failing_frame_fails_alone_a_retry_skips_it_and_a_resume_tries_it_again(bucket: str, tmp_path: Path) -> None:
+    scene = failing_frame_scene(tmp_path / "fails.blend", frame=3)
+    plan = make_plan(bucket, "job-partial", upload_blend(bucket, scene), frames_per_job=6)
+
+    first = run_worker("render", plan, index=None, AWS_BATCH_JOB_ID="batch-1", AWS_BATCH_JOB_ATTEMPT="1")
+    assert first.returncode == exitcodes.EXIT_FAILED, first.stderr
+    assert sorted(rendered(first.stderr)) == [1, 2, 4, 5, 6]  # the chunk went on after frame 3
+    assert sorted(frames_in_s3(bucket, plan.job_id)) == [1, 2, 4, 5, 6]
+    records = failure_records(bucket, plan.job_id)
+    assert list(records) == [3]
+    assert (records[3].error, records[3].batch_job) == ("RenderFailed", "batch-1")
+    assert records[3].message == "Blender wrote no image at 000003.png"
+    error = error_record(bucket, layout.error_key(plan.job_id, "render", 0, 1))
+    assert error["error"] == "FramesFailed" and error["frame"] == 3
+    assert error["message"] == "1 frame(s) failed: 3. RenderFailed on 3: Blender wrote no image at 000003.png"
+    # Previews: one per rendered frame, never for the failed one, and none counted as a frame.
+    previews = previews_in_s3(bucket, plan.job_id)
+    assert sorted(previews) == [1, 2, 4, 5, 6]
+    assert all(data.startswith(JPEG_SIGNATURE) for data in previews.values())
+
+    # A Batch retry of the same job (after a lost host, say) does not try frame 3 again.
+    retry = run_worker("render", plan, index=None, AWS_BATCH_JOB_ID="batch-1", AWS_BATCH_JOB_ATTEMPT="2")
+    assert retry.returncode == exitcodes.EXIT_FAILED, retry.stderr
+    assert rendered(retry.stderr) == [] and "frame 3: render" not in retry.stderr
+    assert "skipped frame 3 (it failed in an earlier attempt of this job: RenderFailed)" in retry.stderr
+
+    # A resume is another Batch job: it renders frame 3 alone, which fails again, and says so.
+    resumed = run_worker("render", plan, index=None, AWS_BATCH_JOB_ID="batch-2", AWS_BATCH_JOB_ATTEMPT="1")
+    assert resumed.returncode == exitcodes.EXIT_FAILED, resumed.stderr
+    assert rendered(resumed.stderr) == []
+    assert "frame 3 failed (RenderFailed: Blender wrote no image at 000003.png)" in resumed.stderr
+    assert re.search(r"^chunk 0: 6 frames \(.*\), 1 to render$", resumed.stderr, re.MULTILINE), resumed.stderr
+    assert failure_records(bucket, plan.job_id)[3].batch_job == "batch-2"
+
+
+def test_a_frame_that_renders_on_resume_loses_its_failure_record(bucket: str, tiny_scene: Path) -> None:
+    plan = make_plan(bucket, "job-cleared", upload_blend(bucket, tiny_scene), frames_per_job=6)
+    s3 = boto3.client("s3")
+    planted = FrameFailure(2, "RenderFailed", "out of memory", batch_job="batch-1")
+    s3.put_object(Bucket=bucket, Key=layout.failed_key(plan.job_id, 2), Body=planted.to_json())
+
+    same_job = run_worker("render", plan, index=None, AWS_BATCH_JOB_ID="batch-1")
+    assert same_job.returncode == exitcodes.EXIT_FAILED, same_job.stderr
+    assert sorted(rendered(same_job.stderr)) == [1, 3, 4, 5, 6]
+    assert list(failure_records(bucket, plan.job_id)) == [2]
+
+    resumed = run_worker("render", plan, index=None, AWS_BATCH_JOB_ID="batch-2")
+    assert resumed.returncode == exitcodes.EXIT_OK, resumed.stderr
+    assert rendered(resumed.stderr) == [2]
+    assert failure_records(bucket, plan.job_id) == {}
+    assert sorted(frames_in_s3(bucket, plan.job_id)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_previews_are_display_referred_jpegs_at_most_480_wide(bucket: str, tmp_path: Path) -> None:
+    """A 960x540 scene writing scene-linear OpenEXR frames: its previews are 480x270 JPEGs made with the scene's
+    view settings, so raising the scene's exposure brightens the preview."""
+    scene = make_scene(
+        tmp_path / "wide.blend",
+        "--frame-end",
+        "1",
+        "--resolution",
+        "960",
+        "540",
+        "--engine",
+        "workbench",
+        "--file-format",
+        "OPEN_EXR",
+    )
+    brighter = bpy_edit(scene, "scene.view_settings.exposure = 2.0", tmp_path / "bright.blend")
+    means = []
+    for name, blend in (("job-dark", scene), ("job-bright", brighter)):
+        plan = make_plan(bucket, name, upload_blend(bucket, blend, f"uploads/{name}.blend"), frames=(1, 1, 1))
+        plan = _with_exr(bucket, plan)
+        result = run_worker("render", plan, index=None)
+        assert result.returncode == exitcodes.EXIT_OK, result.stderr
+        assert list(frames_in_s3(bucket, plan.job_id)) == [1]  # the frame keeps its format...
+        previews = previews_in_s3(bucket, plan.job_id)
+        assert list(previews) == [1] and previews[1].startswith(JPEG_SIGNATURE)  # ...the preview is a JPEG
+        picture = decode_image(previews[1], tmp_path / f"{name}.jpg")
+        assert picture.shape == (270, 480, 3)
+        means.append(float(np.mean(picture)))
+    assert means[1] > means[0] + 40, means
+
+
+def _with_exr(bucket: str, plan):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    changed = replace(plan, file_format="OPEN_EXR", frame_extension="exr")
+    boto3.client("s3").put_object(Bucket=bucket, Key=layout.plan_key(plan.job_id), Body=changed.to_json())
+    return changed
+
+
+def test_failure_record_round_trip_and_bad_records() -> None:
+    record = FrameFailure(7, "FrameTimedOut", "rendered longer than 600 s", batch_job="abc")
+    assert FrameFailure.from_json(record.to_json()) == record
+    assert FrameFailure.from_json(json.dumps({"frame": 4, "message": "frame 4: boom"})).message == "boom"
+    for bad in (b"not json", b"[]", b'{"frame": "3"}', b'{"frame": true}'):
+        try:
+            FrameFailure.from_json(bad)
+        except Exception as exc:
+            assert type(exc).__name__ == "InvalidInput"
+        else:
+            raise AssertionError(f"accepted {bad!r}")
