@@ -15,11 +15,13 @@ from pathlib import Path
 
 import boto3
 import numpy as np
+import pytest
 from render_contract import exitcodes, layout
 from render_contract.failures import FrameFailure
 
-from tests.conftest import make_scene
-from tests.reliability.support import bpy_edit, decode_image
+from localcloud.process import LocalCloudProcess
+from tests.conftest import make_scene, run_cli
+from tests.reliability.support import bpy_edit, decode_image, job_attempts, last_line
 from tests.test_worker import error_record, frames_in_s3, make_plan, rendered, run_worker, upload_blend
 
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -154,3 +156,45 @@ def test_failure_record_round_trip_and_bad_records() -> None:
             assert type(exc).__name__ == "InvalidInput"
         else:
             raise AssertionError(f"accepted {bad!r}")
+
+
+# ---- through the local cloud: the real state machine, Lambda, worker and CLI ---------------------------------
+@pytest.mark.slow
+def test_a_job_with_a_failing_frame_ends_frames_failed_and_resume_renders_only_that_frame(
+    local_cloud: LocalCloudProcess, tmp_path: Path
+) -> None:
+    scene = failing_frame_scene(tmp_path / "shot.blend", frame=3)
+    result = run_cli(local_cloud, "submit", str(scene), "--frames-per-job", "3", "--wait")
+    assert result.returncode == 1, result.stderr
+    job_id = result.stdout.split()[0]
+    expected = "FramesFailed: 1 frame(s) failed: 3. RenderFailed on 3: Blender wrote no image at 000003.png"
+    assert last_line(result.stderr) == expected
+
+    keys = _keys(local_cloud, layout.job_prefix(job_id))
+    frames = {layout.frame_from_key(k) for k in keys if k.startswith(layout.frames_prefix(job_id))}
+    assert frames == {1, 2, 4, 5, 6}  # the failing frame's chunk-mates are in S3
+    assert not [k for k in keys if k.endswith(".mp4")], "no video from an incomplete set"
+    assert not job_attempts(local_cloud, job_id, "stitch"), "the stitch must not run"
+    previews = sorted(k for k in keys if k.startswith(layout.previews_prefix(job_id)))
+    assert previews == [layout.preview_key(job_id, n) for n in (1, 2, 4, 5, 6)]
+    first_run = job_attempts(local_cloud, job_id)
+    assert sorted(n for a in first_run for n in a.rendered) == [1, 2, 4, 5, 6]
+    assert all(a.number == 1 for a in first_run), "a deterministic frame failure is not retried by Batch"
+    status = run_cli(local_cloud, "status", job_id)
+    assert status.returncode == 1 and last_line(status.stderr) == expected
+
+    # The file is unchanged, so the resume renders frame 3 alone, which fails again, naming it.
+    resumed = run_cli(local_cloud, "resume", job_id, "--wait")
+    assert resumed.returncode == 1, resumed.stderr
+    assert last_line(resumed.stderr) == expected
+    second_run = [a for a in job_attempts(local_cloud, job_id) if a not in first_run]
+    assert second_run and all(not a.rendered for a in second_run)
+    assert sorted(a.planned[2] for a in second_run if a.planned) == [0, 1]  # one chunk has frame 3 to render
+    assert sum("frame 3 failed (RenderFailed" in a.text for a in second_run) == 1
+
+
+def _keys(cloud: LocalCloudProcess, prefix: str) -> list[str]:
+    paginator = cloud.client("s3").get_paginator("list_objects_v2")
+    return [
+        i["Key"] for page in paginator.paginate(Bucket=cloud.bucket, Prefix=prefix) for i in page.get("Contents", [])
+    ]
