@@ -101,10 +101,9 @@ result(state=job().state, planned=list(book.planned), fps=book.fps, done=done, s
 
 
 @pytest.mark.slow
-def test_the_panel_plays_the_jobs_flipbook(
-    local_cloud: LocalCloudProcess, tmp_path: Path, tiny_scene: Path
-) -> None:
-    got = run_blender(f"sys.argv[1:] = {[str(tiny_scene), str(tmp_path / 'out')]!r}\n" + FLIPBOOK, local_cloud, tmp_path)
+def test_the_panel_plays_the_jobs_flipbook(local_cloud: LocalCloudProcess, tmp_path: Path, tiny_scene: Path) -> None:
+    args = f"sys.argv[1:] = {[str(tiny_scene), str(tmp_path / 'out')]!r}\n"
+    got = run_blender(args + FLIPBOOK, local_cloud, tmp_path)
     assert got["state"] == "done", got
     assert got["planned"] == [1, 2, 3, 4, 5, 6] and got["fps"] == 24
     assert got["done"] == [1, 2, 3, 4, 5, 6], "every frame's preview is fetched by the end"
