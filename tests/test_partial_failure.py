@@ -77,7 +77,7 @@ def test_a_failing_frame_fails_alone_a_retry_skips_it_and_a_resume_tries_it_agai
     retry = run_worker("render", plan, index=None, AWS_BATCH_JOB_ID="batch-1", AWS_BATCH_JOB_ATTEMPT="2")
     assert retry.returncode == exitcodes.EXIT_FAILED, retry.stderr
     assert rendered(retry.stderr) == [] and "frame 3: render" not in retry.stderr
-    assert "skipped frame 3 (it failed in an earlier attempt of this job: RenderFailed)" in retry.stderr
+    assert "skipped frame 3 (it failed earlier in this Batch job: RenderFailed)" in retry.stderr
 
     # A resume is another Batch job: it renders frame 3 alone, which fails again, and says so.
     resumed = run_worker("render", plan, index=None, AWS_BATCH_JOB_ID="batch-2", AWS_BATCH_JOB_ATTEMPT="1")
@@ -104,6 +104,31 @@ def test_a_frame_that_renders_on_resume_loses_its_failure_record(bucket: str, ti
     assert rendered(resumed.stderr) == [2]
     assert failure_records(bucket, plan.job_id) == {}
     assert sorted(frames_in_s3(bucket, plan.job_id)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_frame_over_the_time_limit_is_recorded_and_the_worker_goes_on_without_a_batch_retry(
+    bucket: str, tmp_path: Path
+) -> None:
+    """A limit far below any Cycles frame's render time (scene sync alone takes longer): every frame runs over.
+    Each time the watchdog records the frame and the worker restarts itself in the same process (same attempt),
+    skips what it recorded and goes on; then the chunk ends naming every frame."""
+    scene = make_scene(
+        tmp_path / "slow.blend", "--frame-end", "3", "--resolution", "96", "54", "--engine", "cycles", "--samples", "8"
+    )
+    blend = upload_blend(bucket, scene, "uploads/slow.blend")
+    plan = make_plan(bucket, "job-timeout", blend, frames=(1, 3, 1), engine="CYCLES")
+    result = run_worker("render", plan, index=None, AWS_BATCH_JOB_ID="batch-t", RENDER_FRAME_TIMEOUT="0.01")
+    assert result.returncode == exitcodes.EXIT_FAILED, result.stderr
+    assert result.stderr.count("recorded as failed; restarting for the chunk's other frames") == 3
+    assert rendered(result.stderr) == [] and frames_in_s3(bucket, plan.job_id) == {}
+    records = failure_records(bucket, plan.job_id)
+    assert sorted(records) == [1, 2, 3] and {r.error for r in records.values()} == {"FrameTimedOut"}
+    error = error_record(bucket, layout.error_key(plan.job_id, "render", 0, 1))
+    assert error["error"] == "FramesFailed"
+    assert error["message"] == (
+        "3 frame(s) failed: 1-3. FrameTimedOut on 1-3: rendered longer than the per-frame time limit of 0.01 s "
+        "(RENDER_FRAME_TIMEOUT)"
+    )
 
 
 def test_previews_are_display_referred_jpegs_at_most_480_wide(bucket: str, tmp_path: Path) -> None:

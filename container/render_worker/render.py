@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from render_contract import failures, layout
+from render_contract import exitcodes, failures, layout
 from render_contract.errors import (
     BlendFileUnreadable,
     CorruptFrame,
     FramesFailed,
+    FrameTimedOut,
     InvalidInput,
     MissingFrames,
     NoCamera,
@@ -47,7 +48,7 @@ from render_contract.errors import (
 from render_contract.failures import FrameFailure
 from render_contract.plan import STILL_FORMATS, Plan
 
-from . import fetch, preview, s3io, signals, verify
+from . import fetch, preview, s3io, signals, verify, watchdog
 
 log = logging.getLogger("render_worker")
 UPLOAD_THREADS = 4
@@ -293,7 +294,7 @@ def render_chunk(plan: Plan, index: int, s3: Any, bucket: str, workdir: Path | N
             report.skipped.append(frame)
             log.info("skipped frame %d (already in S3)", frame)
         elif frame in report.failed:
-            log.info("skipped frame %d (it failed in an earlier attempt of this job: %s)", frame, recorded[frame].error)
+            log.info("skipped frame %d (it failed earlier in this Batch job: %s)", frame, recorded[frame].error)
         elif frame in untrusted:
             log.warning(
                 "frame %d in S3 has no matching recorded SHA-256 (foreign or corrupt): rendering it again", frame
@@ -382,13 +383,30 @@ def _render_frames(
 
     pending: list[Future[None]] = []
     pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="upload")
+    limit = watchdog.frame_time_limit()
+
+    def timed_out(frame: int) -> None:
+        """The watchdog's thread, while Blender still renders ``frame``: record it, finish the uploads, restart."""
+        message = f"rendered longer than the per-frame time limit of {limit:g} s ({watchdog.ENV})"
+        log.error("frame %d: %s: recorded as failed; restarting for the chunk's other frames", frame, message)
+        try:
+            record(FrameFailure(frame, FrameTimedOut.__name__, message, batch_job()))
+        except Exception as exc:
+            log.error("frame %d: no failure record (%s): exiting %d", frame, exc, exitcodes.EXIT_INTERRUPTED)
+            os._exit(exitcodes.EXIT_INTERRUPTED)
+        pool.shutdown(wait=True)  # the frames rendered before this one reach S3
+        shutil.rmtree(tmp, ignore_errors=True)  # exec runs no cleanup
+        watchdog.restart_worker()
+
+    guard = watchdog.FrameWatchdog(limit, timed_out)
     try:
         for frame in todo:
             if signals.STOP.is_set():
                 break
             t = time.perf_counter()
             try:
-                path = renderer.render(frame)
+                with guard.watch(frame):
+                    path = renderer.render(frame)
             except PER_FRAME_FAILURES as exc:
                 failure = report.failed[frame] = frame_failure(frame, exc)
                 log.error("frame %d failed (%s: %s); going on with the chunk", frame, failure.error, failure.message)
