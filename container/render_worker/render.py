@@ -368,8 +368,11 @@ def _render_frames(
         digest = s3io.sha256_file(path)  # of the bytes just verified: S3 refuses the PUT if the body differs
         s3io.upload_frame(s3, path, bucket, layout.frame_key(plan.job_id, frame, plan.frame_extension), digest)
         path.unlink(missing_ok=True)
-        if frame in recorded:
-            s3.delete_object(Bucket=bucket, Key=layout.failed_key(plan.job_id, frame))
+        if frame in recorded:  # an inert record otherwise (a frame in S3 never counts as failed), so only warn
+            try:
+                s3.delete_object(Bucket=bucket, Key=layout.failed_key(plan.job_id, frame))
+            except Exception as exc:
+                log.warning("frame %d: its old failure record stays (%s)", frame, exc)
         report.rendered.append(frame)
         log.info("rendered frame %d", frame)
 
