@@ -35,10 +35,11 @@ from render_on_aws.core import budget, following, tasks
 
 aws_like = tasks.default_options
 def aws_interval_options(settings, output_dir, preview_dir, work_dir=None):
-    # The AWS polling policy (10 s, 12 calls a minute, a preview every 30 s) against the local endpoint.
+    # The AWS polling policy (10 s, 12 calls a minute, up to 2 flipbook previews a poll) against the local endpoint.
     options = aws_like(settings, output_dir, preview_dir, work_dir)
     options.interval, options.budget = following.AWS_POLL_SECONDS, budget.CallBudget()
     options.preview_every = tasks.AWS_PREVIEW_SECONDS
+    options.previews_per_poll = tasks.AWS_PREVIEWS_PER_POLL
     return options
 tasks.default_options = aws_interval_options
 

@@ -223,3 +223,27 @@ def _keys(cloud: LocalCloudProcess, prefix: str) -> list[str]:
     return [
         i["Key"] for page in paginator.paginate(Bucket=cloud.bucket, Prefix=prefix) for i in page.get("Contents", [])
     ]
+
+
+def test_the_watchdog_fires_only_for_a_frame_still_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from render_worker import watchdog
+
+    fired: list[int] = []
+    seen = threading.Event()
+
+    def expire(frame: int) -> None:
+        fired.append(frame)
+        seen.set()
+
+    with watchdog.FrameWatchdog(3600.0, expire).watch(1):
+        pass  # ends long before its limit
+    with watchdog.FrameWatchdog(0.001, expire).watch(2):
+        assert seen.wait(60), "the watchdog never fired for a frame past its limit"
+    with watchdog.FrameWatchdog(None, expire).watch(3):
+        pass
+    assert fired == [2]
+    for raw, limit in (("", None), ("0", None), ("-5", None), ("abc", None), ("2.5", 2.5), (" 600 ", 600.0)):
+        monkeypatch.setenv(watchdog.ENV, raw)
+        assert watchdog.frame_time_limit() == limit, raw

@@ -45,16 +45,29 @@ class FrameWatchdog:
 
     @contextmanager
     def watch(self, frame: int) -> Iterator[None]:
+        """Runs the body under the limit. A lock settles a frame that ends just as the timer fires: either the
+        body's end wins (the timer does nothing) or the timer wins and the body never gets past its end (the
+        process is replaced)."""
         if self.limit is None:
             yield
             return
-        timer = threading.Timer(self.limit, self.on_expire, args=(frame,))
+        lock = threading.Lock()
+        ended = threading.Event()
+
+        def expire() -> None:
+            with lock:
+                if not ended.is_set():
+                    self.on_expire(frame)
+
+        timer = threading.Timer(self.limit, expire)
         timer.daemon = True
         timer.start()
         try:
             yield
         finally:
             timer.cancel()
+            with lock:
+                ended.set()
 
 
 def restart_worker() -> None:
