@@ -82,6 +82,7 @@ def describe(failures: Sequence[FrameFailure], not_rendered: Iterable[int] = ())
     parts.append("; ".join(causes))
     missing = sorted(set(not_rendered) - set(frames))
     if missing:
+        parts[-1] += "."
         parts.append(f"{len(missing)} other frame(s) were not rendered: {frame_list(missing)}.")
     text = " ".join(parts)
     return text if len(text) <= MAX_CAUSE_CHARS else text[: MAX_CAUSE_CHARS - 3] + "..."
