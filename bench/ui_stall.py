@@ -96,9 +96,9 @@ while runtime.active(item.key):
         render_to = time.monotonic()
 
 runtime.tick()
-budget = task.options.budget
+call_budget = task.options.budget
 render_to = render_to or time.monotonic()
-rendering = [t for t in budget.log if render_from is not None and render_from <= t <= render_to]
+rendering = [t for t in call_budget.log if render_from is not None and render_from <= t <= render_to]
 print("CHILD " + json.dumps({
     "state": item.state, "error": item.error, "cause": item.cause,
     "click_ms": click_ms,
@@ -108,6 +108,7 @@ print("CHILD " + json.dumps({
     "rendering_s": (render_to - render_from) if render_from else 0.0,
     "rendering_calls": len(rendering),
     "calls_per_min": budget.max_calls_per_window(rendering),
+    "previews_fetched": len(task.previews_fetched),
     "watcher_calls": task.watcher.calls if task.watcher else 0,
     "preview_calls": task.preview_calls,
 }), flush=True)
