@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import ModuleType
 
 import boto3
 import numpy as np
 import pytest
-from render_contract import exitcodes, layout
+from render_contract import errors, exitcodes, layout
 from render_contract.failures import FrameFailure
 
 from localcloud.process import LocalCloudProcess
 from tests.conftest import make_scene, run_cli
 from tests.reliability.support import bpy_edit, decode_image, job_attempts, last_line
+from tests.test_frame_counter import app, env  # noqa: F401  (fixtures: the Lambda as its runtime loads it)
 from tests.test_worker import error_record, frames_in_s3, make_plan, rendered, run_worker, upload_blend
 
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -247,3 +249,31 @@ def test_the_watchdog_fires_only_for_a_frame_still_rendering(monkeypatch: pytest
     for raw, limit in (("", None), ("0", None), ("-5", None), ("abc", None), ("2.5", 2.5), (" 600 ", 600.0)):
         monkeypatch.setenv(watchdog.ENV, raw)
         assert watchdog.frame_time_limit() == limit, raw
+
+
+# ---- the explain step (the frame counter Lambda's explainFailure) ------------------------------------------------
+def test_the_explain_step_names_every_failed_frame_still_missing(app: ModuleType, env: str) -> None:  # noqa: F811
+    """Records of every chunk count; a record whose frame is in S3 now is stale and ignored, an unreadable one is
+    left out (its frame is then named as not rendered); the stitch stage is explained as before."""
+    plan = make_plan(env, "job-explained", f"s3://{env}/uploads/x.blend", frames=(1, 6, 1), frames_per_job=2)
+    s3 = boto3.client("s3")
+    for frame in (1, 2, 4):
+        s3.put_object(Bucket=env, Key=layout.frame_key(plan.job_id, frame, "png"), Body=b"frame")
+    records = {
+        2: FrameFailure(2, "RenderFailed", "stale: rendered since").to_json(),
+        3: FrameFailure(3, "RenderFailed", "Error: boom", batch_job="b1").to_json(),
+        5: FrameFailure(5, "FrameTimedOut", "rendered longer than the per-frame time limit of 60 s").to_json(),
+        6: b"{not json",
+    }
+    for frame, body in records.items():
+        s3.put_object(Bucket=env, Key=layout.failed_key(plan.job_id, frame), Body=body)
+    event = {"action": "explainFailure", "stage": "render", "jobId": f"{plan.job_id}--r2", "failure": {}}
+    with pytest.raises(errors.FramesFailed) as caught:
+        app.handler(event)
+    assert caught.value.frame == 3
+    assert caught.value.message == (
+        "2 frame(s) failed: 3, 5. RenderFailed on 3: Error: boom; FrameTimedOut on 5: rendered longer than the "
+        "per-frame time limit of 60 s. 1 other frame(s) were not rendered: 6."
+    )
+    with pytest.raises(errors.StitchFailed):
+        app.handler({**event, "stage": "stitch"})
