@@ -1,4 +1,5 @@
-"""The buttons: submit, cancel, the missing-files choice, test connection, and the results (video, frames).
+"""The buttons: submit, cancel, resume, the flipbook's play/pause, the missing-files choice, test connection, and
+the results (video, frames).
 
 Every operator returns at once: the network work happens in :mod:`runtime`'s threads.
 """
@@ -133,6 +134,24 @@ class RENDER_OT_aws_resume(bpy.types.Operator):
             self.report({"WARNING"}, "This job is running already")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Resuming {item.job_name}")
+        return {"FINISHED"}
+
+
+class RENDER_OT_aws_flipbook(bpy.types.Operator):
+    """Play the shot so far at the scene's frame rate (frames not rendered yet hold the nearest one), or pause"""
+
+    bl_idname = "render.aws_flipbook"
+    bl_label = "Play Flipbook"
+    bl_options = {"REGISTER"}
+
+    key: StringProperty(options={"HIDDEN", "SKIP_SAVE"})
+    play: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        item = selected_job(context, self.key)
+        if item is None or not runtime.flipbook_play(item.key, self.play):
+            self.report({"WARNING"}, "No preview of this job yet")
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 
@@ -271,6 +290,7 @@ class RENDER_OT_aws_remove_job(bpy.types.Operator):
 
 CLASSES = (
     RENDER_OT_aws_resume,
+    RENDER_OT_aws_flipbook,
     RENDER_OT_aws_submit,
     RENDER_OT_aws_cancel,
     RENDER_OT_aws_missing_decision,

@@ -148,11 +148,7 @@ def draw_job(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobView | N
             col.label(text=f"... and {len(view.unbaked) - 8} more")
         col.label(text="Chunks start mid-shot, so these render wrong: bake them (Physics > Bake) and submit again")
 
-    image = bpy.data.images.get(runtime.PREVIEW_IMAGE)
-    if running and image is not None and view is not None and view.preview_path and image.preview is not None:
-        layout.template_icon(icon_value=image.preview.icon_id, scale=8.0)
-        if view.last_frame is not None:
-            layout.label(text=f"Latest frame: {view.last_frame}")
+    draw_flipbook(layout, item, view)
 
     if running:
         op = layout.operator("render.aws_cancel", icon="CANCEL")
@@ -179,6 +175,28 @@ def draw_job(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobView | N
             row.operator("render.aws_copy_text", text="", icon="COPYDOWN").text = item.log_group
     if item.usage:
         layout.label(text=f"Compute: {item.usage}", icon="MEMORY")
+
+
+def draw_flipbook(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobView | None) -> None:
+    """The preview image: the latest frame, or while playing the flipbook's frame, with Play/Pause."""
+    image = bpy.data.images.get(runtime.PREVIEW_IMAGE)
+    if image is None or view is None or not view.preview_path or image.preview is None:
+        return
+    layout.template_icon(icon_value=image.preview.icon_id, scale=8.0)
+    book = runtime.FLIPBOOKS.get(item.key)
+    row = layout.row(align=True)
+    if book is not None and book.done:
+        if book.playing:
+            op = row.operator("render.aws_flipbook", text="Pause", icon="PAUSE")
+            op.key, op.play = item.key, False
+            held = "" if book.shown == book.frame else f" (holds {book.shown})"
+            row.label(text=f"Frame {book.frame}{held}, {book.fps:g} fps")
+        else:
+            op = row.operator("render.aws_flipbook", text="Play", icon="PLAY")
+            op.key, op.play = item.key, True
+            row.label(text=f"{len(book.done)}/{len(book.planned)} previews")
+    if view.last_frame is not None and (book is None or not book.playing):
+        row.label(text=f"Latest frame: {view.last_frame}")
 
 
 CLASSES = (RENDER_UL_aws_jobs, RENDER_PT_aws)

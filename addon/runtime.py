@@ -4,6 +4,10 @@ Threads (:class:`core.tasks.JobTask`) never touch bpy. They publish snapshots on
 run by ``bpy.app.timers`` on the main thread, drains it, copies what must persist (job id, execution ARN,
 state, result paths) into the scene's job list, loads the preview image and tags the Properties editor for
 redraw. Tests and the benchmark call :func:`tick` directly: timers do not fire in bpy without a window.
+
+The flipbook: each job with previews has a :class:`~.core.flipbook.Flipbook` (main thread only); Play starts
+:func:`flipbook_tick` as a timer at the scene's frame rate, which calls :func:`flipbook_step` (tests call it
+directly) to show the nearest done preview of the next frame in the one preview image.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from render_contract.phases import FINISHED_PHASES, Phase
 from .core import tasks
 from .core.connection import ConnectionSettings
 from .core.connection import test_connection as test_connection_settings
+from .core.flipbook import DEFAULT_FPS, Flipbook
 from .core.mainthread import MainThreadQueue
 from .core.preparing import SubmitRequest
+from .core.previews import preview_path
 
 if TYPE_CHECKING:
     from .properties import RenderOnAwsJob
@@ -38,6 +44,8 @@ TASKS: dict[str, tasks.JobTask] = {}
 """Running (and recently ended) jobs of this Blender session, by key. Memory only."""
 VIEWS: dict[str, tasks.JobView] = {}
 """The latest snapshot of each job, as the panel draws it (main thread only)."""
+FLIPBOOKS: dict[str, Flipbook] = {}
+"""Each job's flipbook playback (main thread only)."""
 
 
 @dataclass
@@ -156,7 +164,8 @@ def _apply(view: tasks.JobView) -> None:
             if item.key != view.key:
                 continue
             _store(item, view)
-    if view.preview_path:
+    book = sync_flipbook(view)
+    if view.preview_path and (book is None or not book.playing):
         load_preview(view.preview_path)
 
 
@@ -198,14 +207,68 @@ def load_preview(path: str) -> bpy.types.Image | None:
     return image
 
 
+# ---- the flipbook ----------------------------------------------------------------------------------------
+def sync_flipbook(view: tasks.JobView) -> Flipbook | None:
+    """The job's flipbook, made or brought up to date from a snapshot (its frames, rate and previews)."""
+    if not len(view.planned):
+        return FLIPBOOKS.get(view.key)
+    book = FLIPBOOKS.get(view.key)
+    if book is None or book.planned != view.planned:
+        book = FLIPBOOKS[view.key] = Flipbook(view.planned, view.fps or DEFAULT_FPS)
+    if view.fps:
+        book.fps = view.fps
+    book.update(view.preview_frames)
+    return book
+
+
+def flipbook_play(key: str, play: bool) -> bool:
+    """Starts (or pauses) the job's flipbook; False when it has no preview yet."""
+    book = FLIPBOOKS.get(key)
+    if book is None or not book.done:
+        return False
+    book.playing = play
+    if play and not bpy.app.timers.is_registered(flipbook_tick):
+        bpy.app.timers.register(flipbook_tick, first_interval=book.interval, persistent=True)
+    return True
+
+
+def flipbook_step(key: str) -> int | None:
+    """One frame of playback: the next frame of the shot, showing its nearest done preview; returns that
+    preview's frame (None when the job has none)."""
+    book, view = FLIPBOOKS.get(key), VIEWS.get(key)
+    if book is None or view is None:
+        return None
+    shown = book.step()
+    if shown is not None:
+        load_preview(str(preview_path(Path(view.preview_dir), view.job_id, shown)))
+    return shown
+
+
+def flipbook_tick() -> float | None:
+    """The playback timer: steps every playing flipbook; stops itself when none plays."""
+    playing = [key for key, book in FLIPBOOKS.items() if book.playing]
+    if not playing:
+        return None
+    for key in playing:
+        flipbook_step(key)
+    _redraw()
+    return min(FLIPBOOKS[key].interval for key in playing)
+
+
+def _redraw() -> None:
+    if bpy.context.window_manager is None:
+        return
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type in ("PROPERTIES", "PREFERENCES"):
+                area.tag_redraw()
+
+
 # ---- the timer -------------------------------------------------------------------------------------------
 def tick() -> float:
     """What the timer runs: drain the queue (a few ms at most), redraw; returns the next interval."""
-    if MAIN.drain() and bpy.context.window_manager is not None:
-        for window in bpy.context.window_manager.windows:
-            for area in window.screen.areas:
-                if area.type in ("PROPERTIES", "PREFERENCES"):
-                    area.tag_redraw()
+    if MAIN.drain():
+        _redraw()
     return TICK_ACTIVE if any_active() else TICK_IDLE
 
 
@@ -265,9 +328,11 @@ def unregister() -> None:
     """Threads end (the jobs keep running on AWS and are reattached when the file is opened again)."""
     if on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(on_load_post)
-    if bpy.app.timers.is_registered(tick):
-        bpy.app.timers.unregister(tick)
+    for timer in (tick, flipbook_tick):
+        if bpy.app.timers.is_registered(timer):
+            bpy.app.timers.unregister(timer)
     for task in TASKS.values():
         task.shutdown.set()
     TASKS.clear()
     VIEWS.clear()
+    FLIPBOOKS.clear()

@@ -35,10 +35,11 @@ from render_on_aws.core import budget, following, tasks
 
 aws_like = tasks.default_options
 def aws_interval_options(settings, output_dir, preview_dir, work_dir=None):
-    # The AWS polling policy (10 s, 12 calls a minute, a preview every 30 s) against the local endpoint.
+    # The AWS polling policy (10 s, 12 calls a minute, up to 2 flipbook previews a poll) against the local endpoint.
     options = aws_like(settings, output_dir, preview_dir, work_dir)
     options.interval, options.budget = following.AWS_POLL_SECONDS, budget.CallBudget()
     options.preview_every = tasks.AWS_PREVIEW_SECONDS
+    options.previews_per_poll = tasks.AWS_PREVIEWS_PER_POLL
     return options
 tasks.default_options = aws_interval_options
 
@@ -95,9 +96,9 @@ while runtime.active(item.key):
         render_to = time.monotonic()
 
 runtime.tick()
-budget = task.options.budget
+call_budget = task.options.budget
 render_to = render_to or time.monotonic()
-rendering = [t for t in budget.log if render_from is not None and render_from <= t <= render_to]
+rendering = [t for t in call_budget.log if render_from is not None and render_from <= t <= render_to]
 print("CHILD " + json.dumps({
     "state": item.state, "error": item.error, "cause": item.cause,
     "click_ms": click_ms,
@@ -107,6 +108,7 @@ print("CHILD " + json.dumps({
     "rendering_s": (render_to - render_from) if render_from else 0.0,
     "rendering_calls": len(rendering),
     "calls_per_min": budget.max_calls_per_window(rendering),
+    "previews_fetched": len(task.previews_fetched),
     "watcher_calls": task.watcher.calls if task.watcher else 0,
     "preview_calls": task.preview_calls,
 }), flush=True)

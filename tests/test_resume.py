@@ -46,6 +46,10 @@ def test_cancel_then_resume_renders_only_the_missing_frames(local_cloud: LocalCl
     counts = render_counts(job_attempts(local_cloud, job_id))
     assert sorted(counts) == list(range(1, 25)) and set(counts.values()) == {1}, counts
     assert {item["Key"] for item in _all_objects(local_cloud, "cas/")} == uploads_before  # nothing uploaded again
+    # Previews (issue 17.2): one per frame over both runs, beside the frames and never counted or downloaded as one.
+    previews = _all_objects(local_cloud, layout.previews_prefix(job_id))
+    assert sorted(layout.frame_from_key(item["Key"]) for item in previews) == list(range(1, 25))
+    assert len(frames_in_s3(local_cloud, job_id)) == 24 and not list((tmp_path / "out").rglob("*.jpg"))
     sfn = local_cloud.client("stepfunctions")
     machine = local_cloud.outputs["StateMachineArn"]
     runs = [sfn.describe_execution(executionArn=ids.execution_arn(machine, job_id, run))["status"] for run in (1, 2)]

@@ -650,7 +650,8 @@ def test_artists_write_and_stop_only_their_own_jobs(template: dict[str, Any]) ->
     assert stops == {EXECUTIONS + ARTIST_TAG + "-*"}
     # The pipeline's outputs stay the pipeline's, whatever else is granted.
     denied = policy_grants(template, "ArtistPolicy", "Deny")
-    for key in ("jobs/*/job.json", "jobs/*/frames/*", "jobs/*/errors/*", "jobs/*.mp4"):
+    pipeline_keys = ("job.json", "frames/*", "errors/*", "failed/*", "previews/*")
+    for key in [f"jobs/*/{name}" for name in pipeline_keys] + ["jobs/*.mp4"]:
         assert ("s3:PutObject", "${RenderBucket.Arn}/" + key) in denied, key
     ambiguous = policy_statement(template, "ArtistPolicy", "DenyAmbiguousArtistTags")
     assert ambiguous["Effect"] == "Deny"
@@ -706,7 +707,10 @@ def test_job_role_reads_cas_and_jobs_and_writes_only_jobs(template: dict[str, An
         if any(action.startswith("s3:Put") for action in as_list(statement["Action"])):
             assert resources == {"${RenderBucket.Arn}/jobs/*"}
         else:
-            assert resources <= {"${RenderBucket.Arn}/cas/*", "${RenderBucket.Arn}/jobs/*", "${RenderBucket.Arn}"}
+            allowed = {"${RenderBucket.Arn}/cas/*", "${RenderBucket.Arn}/jobs/*", "${RenderBucket.Arn}"}
+            assert resources <= allowed | {"${RenderBucket.Arn}/jobs/*/failed/*"}
+            if "s3:DeleteObject" in as_list(statement["Action"]):  # only a frame's failure record, once it renders
+                assert resources == {"${RenderBucket.Arn}/jobs/*/failed/*"}
 
 
 def test_spot_drill_targets_only_this_stacks_instances(template: dict[str, Any]) -> None:

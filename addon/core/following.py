@@ -52,6 +52,12 @@ class JobStatus:
     longest_gap: int | None = None
     """The longest run of planned frames not yet in S3 (None until the plan is known): how far the frames done
     are from spanning the shot."""
+    present: frozenset[int] = frozenset()
+    """The frames in S3 (from the listing the poll makes): which previews the flipbook may fetch."""
+    planned: range | None = None
+    """The shot's frames (None until the plan is known)."""
+    fps: float | None = None
+    """The scene's frame rate, from the plan: the flipbook plays at it."""
     python_use: tuple[str, ...] = ()
     """What in the file needs Python that the farm does not run (the job did not allow scripts): it renders
     differently from the artist's Blender. From the plan, which the frame counter wrote."""
@@ -87,6 +93,7 @@ class JobWatcher:
         self._s3 = connection.client("s3")
         self._frames_total: int | None = None
         self._planned: list[int] | None = None
+        self._fps: float | None = None
         self._python_use: tuple[str, ...] = ()
         self._blender = ""
         self._runtime_notices: tuple[str, ...] = ()
@@ -108,6 +115,8 @@ class JobWatcher:
             status.output = json.loads(described.get("output") or "{}")
             self._frames_total = status.output.get("frames", {}).get("count", self._frames_total)
             frames = status.output.get("frames", {})
+            if self._fps is None and isinstance(status.output.get("fps"), int | float):
+                self._fps = float(status.output["fps"])
             if self._planned is None and {"start", "end", "step"} <= frames.keys():
                 self._planned = list(range(frames["start"], frames["end"] + 1, frames["step"]))
             status.video_key = S3Uri.parse(status.output["videoUri"]).key if status.output.get("videoUri") else None
@@ -120,8 +129,11 @@ class JobWatcher:
         if self._frames_total is not None:
             present = self._count_frames()
             status.frames_done, status.last_frame = len(present), (max(present) if present else None)
+            status.present = frozenset(present)
             if self._planned is not None:
                 status.longest_gap = longest_gap(self._planned, present)
+                status.planned = _as_range(self._planned)
+            status.fps = self._fps
             status.phase = Phase.RENDERING if status.frames_done < self._frames_total else Phase.STITCHING
         if state == "SUCCEEDED":
             status.phase = Phase.DONE
@@ -145,6 +157,8 @@ class JobWatcher:
         self._blender = str(plan.get("blender_runtime_version") or "")
         self._runtime_notices = tuple(str(item) for item in plan.get("runtime_notices", ()))
         self._planned = list(range(plan["frame_start"], plan["frame_end"] + 1, plan["frame_step"]))
+        if plan.get("fps_num") and plan.get("fps_den"):
+            self._fps = plan["fps_num"] / plan["fps_den"]
         if not plan.get("allow_scripts"):
             self._python_use = tuple(str(item) for item in plan.get("python_use", ()))
         return len(self._planned)
@@ -156,6 +170,12 @@ class JobWatcher:
             self.calls += 1
             frames.update(n for item in page.get("Contents", []) if (n := frame_from_key(item["Key"])) is not None)
         return frames
+
+
+def _as_range(planned: list[int]) -> range:
+    """The planned frames as the range they are (start, end, step)."""
+    step = planned[1] - planned[0] if len(planned) > 1 else 1
+    return range(planned[0], planned[-1] + 1, step) if planned else range(0)
 
 
 def longest_gap(planned: list[int], present: set[int]) -> int:

@@ -1,43 +1,54 @@
-"""The panel's preview: one rendered frame downloaded from S3, at most one or two calls."""
+"""The panel's previews: the workers' small JPEGs (``jobs/<jobId>/previews/<frame>.jpg``), one GetObject each.
+
+No listing is needed: a worker uploads a frame's preview before the frame itself, so the frame listing that
+polling makes anyway says which previews exist. A preview that is not there (a frame rendered before previews
+existed, a preview upload that failed) is remembered as unavailable and not asked for again.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
-from render_contract.layout import FRAME_DIGITS, frame_key, frames_prefix
+from render_contract.layout import FRAME_DIGITS, PREVIEW_EXTENSION, preview_key
 
 from .jobref import JobRef
 
 
-@dataclass(frozen=True)
-class Preview:
-    path: Path | None
-    """The downloaded frame, or None when there was none to fetch (or it failed: only no preview this time)."""
-    extension: str | None
-    """The frames' extension, learnt from the first listing and reused (one call less every later time)."""
-    calls: int
+def preview_path(folder: Path, job_id: str, frame: int) -> Path:
+    """Where a job's preview of ``frame`` lies on this machine (the add-on's temporary folder)."""
+    return folder / job_id / f"{frame:0{FRAME_DIGITS}d}.{PREVIEW_EXTENSION}"
 
 
-def fetch_preview(s3: Any, job: JobRef, frame: int, extension: str | None, folder: Path) -> Preview:
-    """Downloads frame ``frame`` of ``job`` to ``folder/<jobId>/``; never raises for AWS or disk trouble."""
-    calls = 0
-    try:
-        if extension is None:
-            calls += 1
-            listing = s3.list_objects_v2(
-                Bucket=job.bucket, Prefix=f"{frames_prefix(job.job_id)}{frame:0{FRAME_DIGITS}d}.", MaxKeys=1
-            )
-            keys = [item["Key"] for item in listing.get("Contents", [])]
-            if not keys:
-                return Preview(None, None, calls)
-            extension = keys[0].rsplit(".", 1)[-1]
-        target = folder / job.job_id / f"{frame:0{FRAME_DIGITS}d}.{extension}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        calls += 1
-        s3.download_file(job.bucket, frame_key(job.job_id, frame, extension), str(target))
-        return Preview(target, extension, calls)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError):
-        return Preview(None, extension, calls)
+@dataclass
+class PreviewFetch:
+    fetched: list[int] = field(default_factory=list)
+    unavailable: list[int] = field(default_factory=list)
+    """Not in S3: not asked for again."""
+    calls: int = 0
+
+
+def fetch_previews(s3: Any, job: JobRef, frames: Iterable[int], folder: Path) -> PreviewFetch:
+    """GETs the previews of ``frames`` into ``folder/<jobId>/``, one call each; never raises for AWS or disk trouble
+    (a frame that failed for another reason than absence is simply tried again later)."""
+    result = PreviewFetch()
+    for frame in frames:
+        target = preview_path(folder, job.job_id, frame)
+        result.calls += 1
+        try:
+            body = s3.get_object(Bucket=job.bucket, Key=preview_key(job.job_id, frame))["Body"].read()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(".part")
+            partial.write_bytes(body)
+            partial.replace(target)  # whole or absent: the panel may load it at any moment
+        except botocore.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                result.unavailable.append(frame)
+            continue
+        except (botocore.exceptions.BotoCoreError, OSError):
+            continue
+        result.fetched.append(frame)
+    return result

@@ -7,8 +7,10 @@ minutes on a slow upload). So every call to AWS happens in a :class:`JobTask` th
 copies snapshots into the UI.
 
 A job's polling keeps within :data:`~.budget.AWS_CALLS_PER_MINUTE` on AWS (a sliding :class:`~.budget.CallBudget`),
-the latest frame's preview download included; on a local endpoint it polls as the command line does, without a
-budget.
+the flipbook's preview downloads included; on a local endpoint it polls as the command line does, without a
+budget. Previews come coarse to fine (:func:`~.flipbook.fetch_order`), a few per poll: on AWS up to
+:data:`AWS_PREVIEWS_PER_POLL`, which stretches a poll's cycle from 10 s to 20 s while previews wait (3 cycles of
+4 calls a minute); when the job ends the rest are fetched at once, as the download is.
 """
 
 from __future__ import annotations
@@ -33,15 +35,22 @@ from . import history
 from .budget import CallBudget
 from .connection import Connection, ConnectionSettings, connect
 from .downloading import download, frames_folder
+from .flipbook import fetch_order
 from .following import JobStatus, JobWatcher, poll_interval
 from .jobref import JobRef
 from .preparing import SubmitRequest, prepare
-from .previews import fetch_preview
+from .previews import fetch_previews, preview_path
 from .progress import EtaEstimator, describe, format_duration
 from .starting import resume, stop, submit_prepared
 
-AWS_PREVIEW_SECONDS = 30.0
-"""On AWS a new preview frame is fetched at most this often (it shares the 12 calls a minute with polling)."""
+AWS_PREVIEW_SECONDS = 10.0
+"""On AWS previews are fetched at most once a poll (they share the 12 calls a minute with polling)."""
+AWS_PREVIEWS_PER_POLL = 2
+LOCAL_PREVIEWS_PER_POLL = 16
+FINAL_PREVIEW_BATCH = 16
+"""When the job has ended, the previews not fetched yet come in batches of this many, each shown as it lands."""
+FINAL_PREVIEWS_MAX = 2000
+"""At most this many previews are fetched after the end (a longer shot's flipbook holds between them)."""
 UPLOAD_UPDATES_PER_SECOND = 10.0
 
 
@@ -72,6 +81,13 @@ class JobView:
     frames_total: int = 0
     last_frame: int | None = None
     preview_path: str = ""
+    """The image to show when the flipbook is not playing: the latest preview fetched (or frame downloaded)."""
+    preview_dir: str = ""
+    preview_frames: tuple[int, ...] = ()
+    """Frames whose preview is on disk (:func:`~.previews.preview_path` under :attr:`preview_dir`), sorted."""
+    planned: range = range(0)
+    """The shot's frames, which the flipbook plays."""
+    fps: float = 0.0
     video_path: str = ""
     frames_dir: str = ""
     log_uri: str = ""
@@ -97,6 +113,7 @@ class JobTaskOptions:
     """Seconds between polls; None: as the command line polls the local cloud (often only near the end)."""
     budget: CallBudget | None
     preview_every: float
+    previews_per_poll: int = LOCAL_PREVIEWS_PER_POLL
     download_frames: bool = True
     work_dir: Path | None = None
     """The temporary copy of the .blend; removed once uploaded (or abandoned)."""
@@ -113,6 +130,7 @@ def default_options(
         interval=None if local else poll_interval(local),
         budget=None if local else CallBudget(),
         preview_every=0.0 if local else AWS_PREVIEW_SECONDS,
+        previews_per_poll=LOCAL_PREVIEWS_PER_POLL if local else AWS_PREVIEWS_PER_POLL,
         work_dir=work_dir,
     )
 
@@ -150,11 +168,14 @@ class JobTask(threading.Thread):
         self._allow_missing = False
         self.watcher: JobWatcher | None = None
         self.preview_calls = 0
+        self.previews_fetched: set[int] = set()
+        self._previews_unavailable: set[int] = set()
         self.view = JobView(
             key,
             job_name or (request.job_name if request and request.job_name else ""),
             execution_arn=execution_arn,
             job_id=ids.job_id_of(execution_arn) if execution_arn else "",
+            preview_dir=str(options.preview_dir),
             phase=Phase.PREPARING if request else Phase.REATTACHING,
             text=Phase.PREPARING if request else Phase.REATTACHING,
         )
@@ -261,26 +282,23 @@ class JobTask(threading.Thread):
     def _follow(self, connection: Connection, job: JobRef) -> JobStatus | None:
         watcher = self.watcher = JobWatcher(connection, job)
         budget = self.options.budget
+        per_poll = max(1, self.options.previews_per_poll)
         eta = EtaEstimator()
         stopped = False
-        pending_preview: int | None = None
-        shown_preview: int | None = None
+        wanted: list[int] = []
         last_preview = -1e9
-        extension: str | None = None
         while True:
-            if (
-                pending_preview is not None
-                and time.monotonic() - last_preview >= self.options.preview_every
-                and (budget is None or budget.room() >= 3)
-            ):
-                extension = self._fetch_preview(connection, job, pending_preview, extension, budget)
-                shown_preview, pending_preview, last_preview = pending_preview, None, time.monotonic()
+            if wanted and time.monotonic() - last_preview >= self.options.preview_every:
+                room = len(wanted) if budget is None else budget.room() - 2  # the next poll's calls come first
+                batch = fetch_order(wanted, self.previews_fetched, min(per_poll, room))
+                if batch:
+                    self._fetch_previews(connection, job, batch, budget)
+                    last_preview = time.monotonic()
             before = watcher.calls
             status = watcher.poll()
             if budget is not None:
                 budget.spend(watcher.calls - before)
-            if status.last_frame is not None and status.last_frame != shown_preview:
-                pending_preview = status.last_frame
+            wanted = sorted(status.present - self.previews_fetched - self._previews_unavailable)
             eta_now = eta.update(status.frames_done, status.frames_total)
             self._post_status(status, eta_now)
             if status.finished:
@@ -296,7 +314,7 @@ class JobTask(threading.Thread):
                 interval = poll_interval(self.settings.is_local, status.phase, eta_now)
             wait = 0.5 if stopped else interval
             if budget is not None:
-                wait = max(wait, budget.delay(2 + (1 if pending_preview is not None else 0)))
+                wait = max(wait, budget.delay(2 + min(len(wanted), per_poll)))
             deadline = time.monotonic() + wait
             while (left := deadline - time.monotonic()) > 0:
                 if self.shutdown.wait(min(left, 0.25)):
@@ -320,6 +338,8 @@ class JobTask(threading.Thread):
             frames_done=status.frames_done,
             frames_total=total,
             last_frame=status.last_frame,
+            planned=status.planned if status.planned is not None else self.view.planned,
+            fps=status.fps or self.view.fps,
             python_use=status.python_use,
             blender=status.blender,
             runtime_notices=status.runtime_notices,
@@ -328,29 +348,43 @@ class JobTask(threading.Thread):
             calls=self.watcher.calls if self.watcher else 0,
         )
 
-    def _fetch_preview(
-        self, connection: Connection, job: JobRef, frame: int, extension: str | None, budget: CallBudget | None
-    ) -> str | None:
-        """Downloads one frame for the panel's preview; a failure only means no preview this time."""
-        preview = fetch_preview(connection.client("s3"), job, frame, extension, self.options.preview_dir)
-        self.preview_calls += preview.calls
+    def _fetch_previews(
+        self, connection: Connection, job: JobRef, frames: list[int], budget: CallBudget | None
+    ) -> None:
+        """Downloads previews for the flipbook; a failure only means that preview is asked for again later."""
+        fetch = fetch_previews(connection.client("s3"), job, frames, self.options.preview_dir)
+        self.preview_calls += fetch.calls
         if budget is not None:
-            budget.spend(preview.calls)
-        if preview.path is not None:
-            self._post(preview_path=str(preview.path))
-        return preview.extension
+            budget.spend(fetch.calls)
+        self._previews_unavailable.update(fetch.unavailable)
+        if fetch.fetched:
+            self.previews_fetched.update(fetch.fetched)
+            self._post(
+                preview_frames=tuple(sorted(self.previews_fetched)),
+                preview_path=str(preview_path(self.options.preview_dir, job.job_id, fetch.fetched[-1])),
+            )
+
+    def _fetch_remaining_previews(self, connection: Connection, job: JobRef, status: JobStatus) -> None:
+        """After the end (polling is over, so no budget): the previews polling had no room for, coarse to fine."""
+        left = status.present - self.previews_fetched - self._previews_unavailable
+        order = fetch_order(left, self.previews_fetched, FINAL_PREVIEWS_MAX)
+        for start in range(0, len(order), FINAL_PREVIEW_BATCH):
+            if self.shutdown.is_set():
+                return
+            self._fetch_previews(connection, job, order[start : start + FINAL_PREVIEW_BATCH], None)
 
     def _finish(self, connection: Connection, job: JobRef, status: JobStatus) -> None:
         log_uri = f"s3://{job.bucket}/{errors_prefix(job.job_id)}"
         log_group = "" if self.settings.is_local else connection.outputs.values.get("LogGroupName", "")
         usage_text = self._usage_text(connection, job)
+        self._fetch_remaining_previews(connection, job, status)
         if status.state == "SUCCEEDED":
             target = self.options.output_dir / job.job_id
             target.mkdir(parents=True, exist_ok=True)
             paths = download(connection, job, target, frames=self.options.download_frames)
             frames_dir = frames_folder(target, job)
             downloaded_frames = sorted(path for path in paths[1:] if path.parent == frames_dir)
-            if downloaded_frames:  # the last frame is the preview now, whether or not polling caught it
+            if downloaded_frames and not self.previews_fetched:  # a job from before previews: its last frame
                 self._post(preview_path=str(downloaded_frames[-1]))
             self._post(
                 phase=Phase.DONE,

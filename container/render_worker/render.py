@@ -31,20 +31,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from render_contract import layout
+from render_contract import exitcodes, failures, layout
 from render_contract.errors import (
     BlendFileUnreadable,
     CorruptFrame,
+    FramesFailed,
+    FrameTimedOut,
     InvalidInput,
     MissingFrames,
     NoCamera,
     NoSpace,
     RenderFailed,
+    RenderOnAwsError,
     SceneNotFound,
 )
+from render_contract.failures import FrameFailure
 from render_contract.plan import STILL_FORMATS, Plan
 
-from . import fetch, s3io, signals, verify
+from . import fetch, preview, s3io, signals, verify, watchdog
 
 log = logging.getLogger("render_worker")
 UPLOAD_THREADS = 4
@@ -83,6 +87,9 @@ class ChunkReport:
     frames: list[int]
     rendered: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    failed: dict[int, FrameFailure] = field(default_factory=dict)
+    """Frames that failed for good in this Batch job (this attempt or an earlier one), by frame."""
+    preview_s: float = 0.0
     list_s: float = 0.0
     fetch_s: float = 0.0
     open_s: float = 0.0
@@ -93,8 +100,9 @@ class ChunkReport:
     def summary(self) -> str:
         return (
             f"chunk {self.chunk} timing: frames={len(self.frames)} rendered={len(self.rendered)} "
-            f"skipped={len(self.skipped)} list_s={self.list_s:.3f} fetch_s={self.fetch_s:.3f} "
-            f"open_s={self.open_s:.3f} render_s={self.render_s:.3f} upload_wait_s={self.upload_wait_s:.3f} "
+            f"skipped={len(self.skipped)} failed={len(self.failed)} list_s={self.list_s:.3f} "
+            f"fetch_s={self.fetch_s:.3f} open_s={self.open_s:.3f} render_s={self.render_s:.3f} "
+            f"preview_s={self.preview_s:.3f} upload_wait_s={self.upload_wait_s:.3f} "
             f"total_s={self.total_s:.3f}"
         )
 
@@ -224,6 +232,16 @@ class Renderer:
             CorruptFrame(f"frame {frame}: the image stays corrupt after {RENDER_TRIES} renders: {why}"), frame
         )
 
+    def write_preview(self, frame: int) -> Path | None:
+        """The flipbook's JPEG of the frame just rendered, or None (logged) when it cannot be made: a preview
+        never fails a frame."""
+        target = self.out_dir / f"{frame:0{layout.FRAME_DIGITS}d}.preview.jpg"
+        try:
+            return preview.write_preview(self.bpy, self.scene, target)
+        except Exception as exc:
+            log.warning("frame %d: no preview (%s: %s)", frame, type(exc).__name__, exc)
+            return None
+
     def _render_once(self, frame: int) -> Path:
         scene = self.scene
         stem = self.out_dir / f"{frame:0{layout.FRAME_DIGITS}d}"
@@ -250,21 +268,33 @@ def _check_space(directory: Path, frame: int) -> None:
         raise attach_frame(NoSpace(f"frame {frame}: the image was not written whole; {free >> 20} MiB free"), frame)
 
 
+def batch_job() -> str:
+    """The Batch job this attempt belongs to (an array child's parent): the same for every retry of it, new for a
+    resume. Recorded with each failed frame, so a retry skips what its job already found failing."""
+    return os.environ.get("AWS_BATCH_JOB_ID", "").split(":", 1)[0]
+
+
 def render_chunk(plan: Plan, index: int, s3: Any, bucket: str, workdir: Path | None = None) -> ChunkReport:
-    """Renders every frame of chunk ``index`` not yet in S3. Raises ``Interrupted`` on a stop request (after the
-    uploads in flight finished), a named error on a deterministic failure."""
+    """Renders every frame of chunk ``index`` not yet in S3. A frame that fails for good is recorded in
+    ``failed/`` and the chunk goes on; at the end, ``FramesFailed`` names those frames. Raises ``Interrupted`` on a
+    stop request (after the uploads in flight finished), a named error on a deterministic whole-file failure."""
     started = time.perf_counter()
     report = ChunkReport(chunk=index, frames=list(plan.chunk_frames(index)))
     ext = plan.frame_extension
 
     t = time.perf_counter()
     present, untrusted = s3io.verified_frames(s3, bucket, plan.job_id, ext, report.frames)
+    recorded = s3io.failed_frames(s3, bucket, plan.job_id, set(report.frames) - present)
     report.list_s = time.perf_counter() - t
-    todo = [f for f in report.frames if f not in present]
+    this_job = batch_job()
+    report.failed = {frame: failure for frame, failure in recorded.items() if failure.batch_job == this_job}
+    todo = [f for f in report.frames if f not in present and f not in report.failed]
     for frame in report.frames:
         if frame in present:
             report.skipped.append(frame)
             log.info("skipped frame %d (already in S3)", frame)
+        elif frame in report.failed:
+            log.info("skipped frame %d (it failed earlier in this Batch job: %s)", frame, recorded[frame].error)
         elif frame in untrusted:
             log.warning(
                 "frame %d in S3 has no matching recorded SHA-256 (foreign or corrupt): rendering it again", frame
@@ -279,24 +309,43 @@ def render_chunk(plan: Plan, index: int, s3: Any, bucket: str, workdir: Path | N
 
     if todo:
         with tempfile.TemporaryDirectory(prefix="render-", dir=workdir) as tmp:
-            _render_frames(plan, s3, bucket, Path(tmp), todo, report)
+            _render_frames(plan, s3, bucket, Path(tmp), todo, report, set(recorded))
 
     t = time.perf_counter()
     missing = sorted(set(report.frames) - s3io.verified_frames(s3, bucket, plan.job_id, ext, report.frames)[0])
     report.list_s += time.perf_counter() - t
     report.total_s = time.perf_counter() - started
     log.info("%s", report.summary())
-    if missing and signals.STOP.is_set():
-        raise signals.Interrupted(f"stopped with {len(missing)} frames of chunk {index} left to render")
-    if missing:  # never report success with a frame missing
+    unexplained = [frame for frame in missing if frame not in report.failed]
+    if unexplained and signals.STOP.is_set():
+        raise signals.Interrupted(f"stopped with {len(unexplained)} frames of chunk {index} left to render")
+    if unexplained:  # never report success with a frame missing
         raise attach_frame(
-            MissingFrames(f"chunk {index} finished but frames are not in S3: {s3io.describe_frames(missing)}"),
-            missing[0],
+            MissingFrames(f"chunk {index} finished but frames are not in S3: {s3io.describe_frames(unexplained)}"),
+            unexplained[0],
         )
+    if report.failed:
+        raise attach_frame(FramesFailed(failures.describe(list(report.failed.values()))), min(report.failed))
     return report
 
 
-def _render_frames(plan: Plan, s3: Any, bucket: str, tmp: Path, todo: list[int], report: ChunkReport) -> None:
+PER_FRAME_FAILURES = (RenderFailed, MemoryError)
+"""A frame that fails with these fails alone: the chunk goes on. ``CorruptFrame`` and ``NoSpace`` are retried on
+another host instead, and a whole-file failure (``NoCamera``, ...) happens before the first frame."""
+
+
+def frame_failure(frame: int, exc: BaseException) -> FrameFailure:
+    if isinstance(exc, RenderOnAwsError):
+        name, message = exc.name, exc.message
+    else:
+        name, message = RenderFailed.__name__, f"out of memory ({type(exc).__name__}: {exc})"
+    return FrameFailure(frame, name, failures.without_frame_prefix(" ".join(message.split()), frame), batch_job())
+
+
+def _render_frames(
+    plan: Plan, s3: Any, bucket: str, tmp: Path, todo: list[int], report: ChunkReport, recorded: set[int]
+) -> None:
+    """Renders ``todo`` in order; ``recorded``: frames with a failure record, deleted once the frame is in S3."""
     signals.check()
     t = time.perf_counter()
     blend = fetch.materialise(s3, plan.input_uri, plan.main_file, tmp / "input")
@@ -309,25 +358,70 @@ def _render_frames(plan: Plan, s3: Any, bucket: str, tmp: Path, todo: list[int],
     renderer = Renderer(blend, plan, out_dir)
     report.open_s = time.perf_counter() - t
 
-    def upload(frame: int, path: Path) -> None:
+    def upload(frame: int, path: Path, preview_path: Path | None) -> None:
+        if preview_path is not None:  # first: a frame in S3 then has its preview (the panel asks for no listing)
+            try:
+                s3io.upload(s3, preview_path, bucket, layout.preview_key(plan.job_id, frame), "image/jpeg")
+            except Exception as exc:  # a preview is a convenience: the frame still counts
+                log.warning("frame %d: preview not uploaded: %s", frame, exc)
+            preview_path.unlink(missing_ok=True)
         digest = s3io.sha256_file(path)  # of the bytes just verified: S3 refuses the PUT if the body differs
         s3io.upload_frame(s3, path, bucket, layout.frame_key(plan.job_id, frame, plan.frame_extension), digest)
         path.unlink(missing_ok=True)
+        if frame in recorded:  # an inert record otherwise (a frame in S3 never counts as failed), so only warn
+            try:
+                s3.delete_object(Bucket=bucket, Key=layout.failed_key(plan.job_id, frame))
+            except Exception as exc:
+                log.warning("frame %d: its old failure record stays (%s)", frame, exc)
         report.rendered.append(frame)
         log.info("rendered frame %d", frame)
 
+    def record(failure: FrameFailure) -> None:
+        s3.put_object(
+            Bucket=bucket,
+            Key=layout.failed_key(plan.job_id, failure.frame),
+            Body=failure.to_json(),
+            ContentType="application/json",
+        )
+
     pending: list[Future[None]] = []
     pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="upload")
+    limit = watchdog.frame_time_limit()
+
+    def timed_out(frame: int) -> None:
+        """The watchdog's thread, while Blender still renders ``frame``: record it, finish the uploads, restart."""
+        message = f"rendered longer than the per-frame time limit of {limit:g} s ({watchdog.ENV})"
+        log.error("frame %d: %s: recorded as failed; restarting for the chunk's other frames", frame, message)
+        try:
+            record(FrameFailure(frame, FrameTimedOut.__name__, message, batch_job()))
+        except Exception as exc:
+            log.error("frame %d: no failure record (%s): exiting %d", frame, exc, exitcodes.EXIT_INTERRUPTED)
+            os._exit(exitcodes.EXIT_INTERRUPTED)
+        pool.shutdown(wait=True)  # the frames rendered before this one reach S3
+        shutil.rmtree(tmp, ignore_errors=True)  # exec runs no cleanup
+        watchdog.restart_worker()
+
+    guard = watchdog.FrameWatchdog(limit, timed_out)
     try:
         for frame in todo:
             if signals.STOP.is_set():
                 break
             t = time.perf_counter()
-            path = renderer.render(frame)
+            try:
+                with guard.watch(frame):
+                    path = renderer.render(frame)
+            except PER_FRAME_FAILURES as exc:
+                failure = report.failed[frame] = frame_failure(frame, exc)
+                log.error("frame %d failed (%s: %s); going on with the chunk", frame, failure.error, failure.message)
+                pending.append(pool.submit(record, failure))
+                continue
             elapsed = time.perf_counter() - t
             report.render_s += elapsed
+            t = time.perf_counter()
+            preview_path = renderer.write_preview(frame)
+            report.preview_s += time.perf_counter() - t
             log.info("frame %d: render %.3f s", frame, elapsed)
-            pending.append(pool.submit(upload, frame, path))
+            pending.append(pool.submit(upload, frame, path, preview_path))
             for future in pending:  # surface a failed upload now rather than after the whole chunk
                 if future.done() and future.exception() is not None:
                     future.result()
@@ -337,5 +431,5 @@ def _render_frames(plan: Plan, s3: Any, bucket: str, tmp: Path, todo: list[int],
         report.upload_wait_s = time.perf_counter() - t
     for future in pending:
         future.result()
-    if len(report.rendered) < len(todo):
+    if len(report.rendered) + len(set(todo) & set(report.failed)) < len(todo):
         signals.check()

@@ -28,7 +28,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from render_contract import layout
-from render_contract.errors import InputNotFound
+from render_contract.errors import InputNotFound, InvalidInput
+from render_contract.failures import FrameFailure
 
 TRANSIENT_CODES = frozenset(
     {
@@ -245,6 +246,29 @@ def list_frames(s3: Any, bucket: str, job_id: str, extension: str) -> set[int]:
             frame = layout.frame_from_key(key)
             if frame is not None:
                 found.add(frame)
+    return found
+
+
+def failed_frames(s3: Any, bucket: str, job_id: str, frames: Iterable[int]) -> dict[int, FrameFailure]:
+    """The failure records (``failed/<frame>.json``) of ``frames``: one listing, then a GET per record found.
+
+    A record that cannot be read is left out (the frame is then simply rendered again)."""
+    wanted = set(frames)
+    keys: dict[int, str] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=layout.failed_prefix(job_id)):
+        for obj in page.get("Contents", []):
+            frame = layout.frame_from_key(obj["Key"])
+            if frame is not None and frame in wanted:
+                keys[frame] = obj["Key"]
+    found: dict[int, FrameFailure] = {}
+    for frame, key in sorted(keys.items()):
+        try:
+            found[frame] = FrameFailure.from_json(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except InvalidInput:
+            continue
+        except ClientError as exc:
+            if not is_not_found(exc):
+                raise
     return found
 
 

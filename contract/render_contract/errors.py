@@ -74,6 +74,17 @@ class RenderFailed(RenderOnAwsError):
     """Blender could not render a frame (deterministically: retrying will not help)."""
 
 
+class FramesFailed(RenderOnAwsError):
+    """Some frames failed for good (a render error, out of memory, the per-frame time limit) while the others of
+    their chunks rendered: the job ends without a video, the cause lists every failed frame and why, and a resume
+    renders just those frames (and any still missing)."""
+
+
+class FrameTimedOut(RenderOnAwsError):
+    """One frame rendered longer than the per-frame time limit (``RENDER_FRAME_TIMEOUT``); a cause of
+    :class:`FramesFailed`."""
+
+
 class MissingFrames(RenderOnAwsError):
     """Stitching found planned frames that were never rendered."""
 

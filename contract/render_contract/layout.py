@@ -5,6 +5,8 @@
 ``jobs/<jobId>/job.json``                the plan (:mod:`.plan`)
 ``jobs/<jobId>/frames/<frame>.<ext>``    rendered frames, six-digit frame numbers
 ``jobs/<jobId>/errors/<what>.json``      the worker's account of a failure (name, message, frame)
+``jobs/<jobId>/previews/<frame>.jpg``    a small display-referred JPEG of each frame (the panel's flipbook)
+``jobs/<jobId>/failed/<frame>.json``     a frame that failed for good in its latest try (:mod:`.failures`)
 ``jobs/<jobId>/<jobName>.mp4``           the video of a stills job (a display-referred H.264 preview)
 ``jobs/<jobId>/<outputStem>.<ext>``      the video of a movie job: the scene's output path's name, its container's
                                          extension (``mov``, ``mkv``, ...)
@@ -22,6 +24,9 @@ from .names import safe_name
 CAS_PREFIX = "cas/sha256/"
 JOBS_PREFIX = "jobs/"
 FRAME_DIGITS = 6
+PREVIEW_EXTENSION = "jpg"
+PREVIEW_MAX_WIDTH = 480
+"""Previews are at most this many pixels wide (never wider than the frame): a few tens of KB each."""
 MAX_KEY_BYTES = 1024
 """S3 keys hold at most 1,024 bytes of UTF-8."""
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -89,6 +94,25 @@ def frame_from_key(key: str) -> int | None:
     """The frame number of a frame key, or None for anything else under the prefix."""
     stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
     return int(stem) if stem.isdigit() else None
+
+
+def previews_prefix(job_id: str) -> str:
+    """A sibling of ``frames/``, never under it: a preview is not a frame (listing, verification, stitch and
+    download look only under ``frames/``)."""
+    return job_prefix(job_id) + "previews/"
+
+
+def preview_key(job_id: str, frame: int) -> str:
+    return f"{previews_prefix(job_id)}{frame:0{FRAME_DIGITS}d}.{PREVIEW_EXTENSION}"
+
+
+def failed_prefix(job_id: str) -> str:
+    return job_prefix(job_id) + "failed/"
+
+
+def failed_key(job_id: str, frame: int) -> str:
+    """One record per failed frame: the worker that renders the frame later (a resume) deletes it."""
+    return f"{failed_prefix(job_id)}{frame:0{FRAME_DIGITS}d}.json"
 
 
 def errors_prefix(job_id: str) -> str:

@@ -35,9 +35,10 @@ import boto3
 from aws_lambda_powertools import Logger
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
-from render_contract import execution_input, ids, layout, names, plan, runtimes
+from render_contract import execution_input, failures, ids, layout, names, plan, runtimes
 from render_contract.errors import (
     BlendFileUnreadable,
+    FramesFailed,
     InputNotFound,
     InvalidInput,
     NoCamera,
@@ -261,9 +262,10 @@ def explain_failure(event: dict[str, Any]) -> NoReturn:
     job_id = ids.split_execution_name(event.get("jobId"))[0]
     stage = event.get("stage")
     generic = StitchFailed if stage == "stitch" else RenderFailed
-    record = _newest_error_record(
-        boto3.client("s3"), settings.bucket, job_id, "stitch" if stage == "stitch" else "render"
-    )
+    s3 = boto3.client("s3")
+    if stage != "stitch":
+        explain_failed_frames(s3, settings.bucket, job_id)
+    record = _newest_error_record(s3, settings.bucket, job_id, "stitch" if stage == "stitch" else "render")
     if record is not None:
         frame = record.get("frame") if isinstance(record.get("frame"), int) else None
         message = str(record.get("message") or "no message")[:2000]
@@ -273,6 +275,49 @@ def explain_failure(event: dict[str, Any]) -> NoReturn:
     failure = event.get("failure")
     cause = failure.get("Cause") if isinstance(failure, dict) else None
     raise generic(readable_cause(cause if isinstance(cause, str) else None))
+
+
+def explain_failed_frames(s3: Any, bucket: str, job_id: str) -> None:
+    """Raises ``FramesFailed`` listing every failed frame of every chunk with its cause, when the workers recorded
+    any (``jobs/<jobId>/failed/``) for a frame that is still not in S3; returns otherwise.
+
+    Frames missing for another reason (a chunk whose retries ran out) are named too: a resume renders both."""
+    present = _frames_in_s3(s3, bucket, job_id)
+    keys = [key for key in _keys(s3, bucket, layout.failed_prefix(job_id)) if layout.frame_from_key(key) not in present]
+    if not keys:
+        return
+
+    def read(key: str) -> failures.FrameFailure | None:
+        try:
+            return failures.FrameFailure.from_json(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except (InvalidInput, ClientError):
+            return None
+
+    with ThreadPoolExecutor(max_workers=min(16, len(keys))) as pool:
+        found = [failure for failure in pool.map(read, keys) if failure is not None]
+    if not found:
+        return
+    planned: list[int] = []
+    try:
+        planned = plan.Plan.from_json(s3.get_object(Bucket=bucket, Key=layout.plan_key(job_id))["Body"].read()).frames
+    except (ClientError, InvalidInput, ValueError, TypeError, KeyError):
+        logger.warning("plan unreadable while explaining failed frames", extra={"job_id": job_id})
+    not_rendered = [frame for frame in planned if frame not in present]
+    raise FramesFailed(failures.describe(found, not_rendered), frame=min(failure.frame for failure in found))
+
+
+def _keys(s3: Any, bucket: str, prefix: str) -> list[str]:
+    paginator = s3.get_paginator("list_objects_v2")
+    pages = paginator.paginate(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def _frames_in_s3(s3: Any, bucket: str, job_id: str) -> set[int]:
+    return {
+        frame
+        for key in _keys(s3, bucket, layout.frames_prefix(job_id))
+        if (frame := layout.frame_from_key(key)) is not None
+    }
 
 
 def _newest_error_record(s3: Any, bucket: str, job_id: str, stage: str) -> dict[str, Any] | None:
