@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -250,3 +251,124 @@ def test_a_failed_build_names_its_phase_and_log(app: ModuleType) -> None:
         "worker image build worker-image:1234 FAILED in phase BUILD: exit status 1;"
         " log: render-on-aws-logs worker-image/1234"
     )
+
+
+# ---- the Makefile: make deploy, make worker-image ------------------------------------------------------------------
+# Stand-ins for the two AWS command lines, on PATH: each records its arguments. `sam build` does what SAM does with
+# this template (the makefile targets, via `make sam-build` without sam); `sam deploy --guided` saves the region
+# the way SAM saves answers (into the config file's [default.deploy.parameters]). That tests the Makefile, not AWS.
+FAKE_SAM = r"""#!/usr/bin/env bash
+echo "sam $*" >> "$FAKE_LOG"
+case "$1" in
+  --version) echo "SAM CLI, version 1.130.0 (stand-in)" ;;
+  build) exec make --no-print-directory -C "$FAKE_ROOT" sam-build SAM= ;;
+  deploy)
+    if [[ " $* " == *" --guided "* ]]; then
+      config=$(echo "$*" | sed -n 's/.*--config-file \([^ ]*\).*/\1/p')
+      sed -i 's/^\[default\.deploy\.parameters\]$/&\nregion = "eu-west-1"/' "$config"
+    fi ;;
+esac
+"""
+FAKE_AWS = r"""#!/usr/bin/env bash
+echo "aws $*" >> "$FAKE_LOG"
+case " $* " in
+  *" configure get region "*) [ -n "$FAKE_CONFIG_REGION" ] && echo "$FAKE_CONFIG_REGION" || exit 1 ;;
+  *" describe-stacks "*BucketName*) echo render-bucket ;;
+  *" describe-stacks "*WorkerImageProjectName*) echo worker-image-project ;;
+  *" start-build "*) echo "worker-image-project:1234" ;;
+  *" batch-get-builds "*) echo SUCCEEDED ;;
+esac
+"""
+
+
+@pytest.fixture
+def tools(tmp_path: Path) -> dict[str, Any]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("sam", FAKE_SAM), ("aws", FAKE_AWS)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    config = tmp_path / "samconfig.toml"
+    config.write_text((ROOT / "samconfig.toml").read_text())
+    log = tmp_path / "calls.log"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "MAKEFLAGS")
+    }
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", FAKE_LOG=str(log), FAKE_ROOT=str(ROOT))
+    return {"config": config, "log": log, "env": env}
+
+
+def make(tools: dict[str, Any], *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", *args, f"SAMCONFIG={tools['config']}"],
+        cwd=ROOT,
+        env={**tools["env"], **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def calls(tools: dict[str, Any]) -> list[str]:
+    return tools["log"].read_text().splitlines() if tools["log"].exists() else []
+
+
+def test_first_deploy_is_guided_and_saves_the_region_then_plain(tools: dict[str, Any]) -> None:
+    config = str(tools["config"])
+    first = make(tools, "deploy")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"sam build --build-in-source --config-file {config}" in calls(tools)
+    assert calls(tools)[-1] == f"sam deploy --guided --config-file {config}"
+    assert 'region = "eu-west-1"' in tools["config"].read_text()
+    # The build ran before the deploy: the packages sam deploy uploads, the build context included.
+    assert "sam-build: the worker image function carries the build context" in first.stdout
+
+    second = make(tools, "deploy")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert calls(tools)[-1] == f"sam deploy --config-file {config}"
+    assert "deploy: sam deploy to eu-west-1" in second.stdout
+
+    again = make(tools, "deploy", "GUIDED=1", "PROFILE=admin")
+    assert calls(tools)[-1] == f"sam deploy --guided --config-file {config} --profile admin", again.stdout
+
+
+def test_deploy_without_the_sam_cli_says_so(tools: dict[str, Any]) -> None:
+    result = make(tools, "deploy", "SAM=")
+    assert result.returncode != 0
+    assert "deploy: the AWS SAM CLI is not installed" in result.stdout
+    assert calls(tools) == []
+
+
+def test_worker_image_finds_stack_and_region_in_samconfig(tools: dict[str, Any], tmp_path: Path) -> None:
+    text = (
+        tools["config"]
+        .read_text()
+        .replace("[default.deploy.parameters]", '[default.deploy.parameters]\nregion = "eu-west-1"')
+    )
+    tools["config"].write_text(text)
+    result = make(tools, "worker-image", "POLL_SECONDS=0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "worker-image: stack render-on-aws in eu-west-1" in result.stdout
+    recorded = calls(tools)
+    assert all(call.startswith("aws --region eu-west-1 ") for call in recorded), recorded
+    assert any("cloudformation describe-stacks --stack-name render-on-aws" in call for call in recorded)
+    assert any("s3 cp dist/worker-context.zip s3://render-bucket/build/worker-context.zip" in call for call in recorded)
+    # The content tag the deploy's WorkerImage resource looks for: the same context gives the same tag.
+    digest = hashlib.sha256((ROOT / "dist" / "worker-context.zip").read_bytes()).hexdigest()
+    start = [call for call in recorded if " start-build " in call]
+    assert start and start[0].endswith(f"name=SOURCE_TAG,value=src-{digest[:12]} --query build.id --output text")
+
+
+def test_worker_image_takes_the_region_from_the_aws_config(tools: dict[str, Any]) -> None:
+    result = make(tools, "worker-image", "STACK=team-b", "POLL_SECONDS=0", FAKE_CONFIG_REGION="us-west-2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "worker-image: stack team-b in us-west-2" in result.stdout
+    result = make(tools, "worker-image", "REGION=ap-south-1", "POLL_SECONDS=0", FAKE_CONFIG_REGION="us-west-2")
+    assert "worker-image: stack render-on-aws in ap-south-1" in result.stdout
+
+
+def test_worker_image_without_any_region_says_how_to_give_one(tools: dict[str, Any]) -> None:
+    result = make(tools, "worker-image")
+    assert result.returncode == 2
+    assert "worker-image: no region: give REGION=<region>, deploy with make deploy" in result.stdout
+    assert [call for call in calls(tools) if "configure get region" not in call] == []
