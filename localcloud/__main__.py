@@ -21,12 +21,29 @@ def main() -> None:
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--stack", default="render-on-aws", help="name of the registered stack")
     parser.add_argument("--state-dir", type=Path, help="where job and Lambda logs go (default: a temp folder)")
+    parser.add_argument(
+        "--no-capacity",
+        action="store_true",
+        help="start no Batch job, as when no instance can be had: jobs wait RUNNABLE until the queue cancels them",
+    )
+    parser.add_argument(
+        "--capacity-wait-seconds", type=int, help="the stack's CapacityWaitSeconds (default: the template's)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="localcloud %(levelname)s %(name)s: %(message)s")
     for noisy in ("werkzeug", "botocore", "urllib3", "moto"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="localcloud-"))
-    run_forever(LocalCloud(state_dir, port=args.port, workers=args.workers, region=args.region, stack_name=args.stack))
+    cloud = LocalCloud(
+        state_dir,
+        port=args.port,
+        workers=args.workers,
+        region=args.region,
+        stack_name=args.stack,
+        capacity=not args.no_capacity,
+        capacity_wait_seconds=args.capacity_wait_seconds,
+    )
+    run_forever(cloud)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ class LocalCloud:
         region: str = "us-east-1",
         stack_name: str = "render-on-aws",
         template_path: Path = ROOT / "template.yaml",
+        capacity: bool = True,
+        capacity_wait_seconds: int | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.port = port
@@ -50,6 +52,10 @@ class LocalCloud:
         self.region = region
         self.stack_name = stack_name
         self.template_path = template_path
+        self.capacity = capacity
+        """False: no Batch job starts, as when no instance can be had (tests of waiting for capacity)."""
+        self.capacity_wait_seconds = capacity_wait_seconds
+        """The stack's CapacityWaitSeconds (the template's default when None; any value locally, even below 600)."""
         self.template = load_template(template_path)
         self.endpoint = ""
         self.outputs: dict[str, str] = {}
@@ -74,7 +80,9 @@ class LocalCloud:
         self.port = self._server._server.server_port
         self.endpoint = f"http://127.0.0.1:{self.port}"
         os.environ["MOTO_PORT"] = str(self.port)  # where moto's ASL interpreter sends its own service calls
-        self.executor = LocalBatchExecutor(self.workers, self.client_environment(), self.state_dir / "batch")
+        self.executor = LocalBatchExecutor(
+            self.workers, self.client_environment(), self.state_dir / "batch", capacity=self.capacity
+        )
         patches.install(self.executor, self._invoke_lambda)
         self._provision()
         return self.info()
@@ -92,6 +100,7 @@ class LocalCloud:
             "stack": self.stack_name,
             "outputs": self.outputs,
             "workers": self.workers,
+            "capacity": self.capacity,
             "stateDir": str(self.state_dir),
         }
 
@@ -123,7 +132,11 @@ class LocalCloud:
     def _provision(self) -> None:
         self._resolver = Resolver(
             self.template,
-            parameters={"MaxVcpus": str(self.workers * self.threads_per_job), "JobVcpus": str(self.threads_per_job)},
+            parameters={
+                "MaxVcpus": str(self.workers * self.threads_per_job),
+                "JobVcpus": str(self.threads_per_job),
+                **({"CapacityWaitSeconds": str(self.capacity_wait_seconds)} if self.capacity_wait_seconds else {}),
+            },
             pseudo={
                 "AWS::Region": self.region,
                 "AWS::AccountId": ACCOUNT_ID,
@@ -189,6 +202,8 @@ class LocalCloud:
                 priority=int(resolve(properties.get("Priority", 1))),
                 computeEnvironmentOrder=order,
             )["jobQueueArn"]
+            assert self.executor is not None
+            self.executor.set_time_limits(arn, resolve(properties.get("JobStateTimeLimitActions", [])))
             return {"Ref": arn, "JobQueueArn": arn}
         if resource_type == "AWS::Batch::JobDefinition":
             arguments = call_args("batch", "RegisterJobDefinition", resolve(properties))

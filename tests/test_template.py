@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from cfnlint.decode import cfn_yaml
 from render_contract import exitcodes, ids
-from render_contract.errors import AccessDenied, CorruptFrame, NoSpace, RenderFailed
+from render_contract.errors import BATCH_CAPACITY_REASON, AccessDenied, CorruptFrame, NoSpace, RenderFailed
 from render_worker import cli as worker_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -470,6 +470,8 @@ def test_queue_cancels_jobs_that_cannot_get_capacity(template: dict[str, Any]) -
         for action in actions.values():
             assert action["State"] == "RUNNABLE" and action["Action"] == "CANCEL"
         assert actions["CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"]["MaxTimeSeconds"] == {"Ref": "CapacityWaitSeconds"}
+        # The reason the explain step (NoCapacity), the client and the local cloud recognise.
+        assert BATCH_CAPACITY_REASON in actions
     wait = template["Parameters"]["CapacityWaitSeconds"]
     assert wait["Type"] == "Number" and wait["Default"] == 1800
     assert wait["MinValue"] == 600 and wait["MaxValue"] == 86400  # Batch's bounds for maxTimeSeconds
