@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .cloud import LocalCloud, run_forever
+from .cloud import CAPACITY_CHOICES, LocalCloud, run_forever
 
 
 def main() -> None:
@@ -22,9 +22,18 @@ def main() -> None:
     parser.add_argument("--stack", default="render-on-aws", help="name of the registered stack")
     parser.add_argument("--state-dir", type=Path, help="where job and Lambda logs go (default: a temp folder)")
     parser.add_argument(
-        "--no-capacity",
-        action="store_true",
-        help="start no Batch job, as when no instance can be had: jobs wait RUNNABLE until the queue cancels them",
+        "--capacity",
+        choices=CAPACITY_CHOICES,
+        default="all",
+        help="which Batch queues can get instances: none starts no job (jobs wait RUNNABLE until the queue cancels "
+        "them); on-demand only queues with an On-Demand compute environment (default: all)",
+    )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a template parameter of the local stack, e.g. CapacityFallback=on-demand (repeatable)",
     )
     parser.add_argument(
         "--capacity-wait-seconds", type=int, help="the stack's CapacityWaitSeconds (default: the template's)"
@@ -40,7 +49,8 @@ def main() -> None:
         workers=args.workers,
         region=args.region,
         stack_name=args.stack,
-        capacity=not args.no_capacity,
+        capacity=args.capacity,
+        parameters=dict(item.split("=", 1) for item in args.parameter),
         capacity_wait_seconds=args.capacity_wait_seconds,
     )
     run_forever(cloud)

@@ -2,7 +2,7 @@
 ``waiting for capacity`` while it waits, and after the stack's CapacityWaitSeconds the queue's
 jobStateTimeLimitActions cancel it and the execution ends with the named error ``NoCapacity``.
 
-The local cloud runs with ``--no-capacity`` (no Batch job starts, as when no Spot or GPU instance can be had; a
+The local cloud runs with ``--capacity none`` (no Batch job starts, as when no Spot or GPU instance can be had; a
 RUNNABLE job carries Batch's ``CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY`` reason) and a short CapacityWaitSeconds;
 the queue, its time-limit actions and the state machine are the template's and the ASL's, as on AWS.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from render_contract.errors import BATCH_CAPACITY_REASON
-from render_on_aws.core import following
+from render_on_aws.core import following, history
 from render_on_aws.core.connection import Connection, ConnectionSettings
 from render_on_aws.core.following import CAPACITY_NOTICE_SECONDS, NO_CAPACITY_REASON, JobWatcher, capacity_wait
 from render_on_aws.core.jobref import JobRef
@@ -34,7 +34,7 @@ def starved_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClo
     cloud = start_local_cloud(
         tmp_path_factory.mktemp("starved"),
         workers=1,
-        extra_args=("--no-capacity", "--capacity-wait-seconds", str(WAIT_SECONDS)),
+        extra_args=("--capacity", "none", "--capacity-wait-seconds", str(WAIT_SECONDS)),
     )
     yield cloud
     cloud.stop()
@@ -79,11 +79,47 @@ def test_an_array_job_is_followed_within_the_call_budget_and_ends_with_no_capaci
     assert "array" not in (status.cause or "")
     waiting = [line for line in seen if line.startswith("waiting for capacity")]
     assert waiting and waiting[0] == f"waiting for capacity (0 min): {BATCH_CAPACITY_REASON} - " + (
-        "the local cloud has no capacity (started with --no-capacity)"
+        "the local cloud has no capacity for this queue (its --capacity)"
     )
     # Every poll stays within DescribeExecution + one more call (the frame listing, or the capacity check
     # in its place), apart from the one that reads the plan: 12 calls a minute at the AWS interval.
     assert sorted(calls_per_poll)[-2] <= 2 and max(calls_per_poll) <= 3, calls_per_poll
+
+
+@pytest.fixture(scope="module")
+def spot_starved_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloudProcess]:
+    """No Spot capacity, On-Demand capacity, and the admin chose CapacityFallback on-demand."""
+    cloud = start_local_cloud(
+        tmp_path_factory.mktemp("spot-starved"),
+        workers=1,
+        extra_args=(
+            "--capacity",
+            "on-demand",
+            "--capacity-wait-seconds",
+            "8",
+            "--parameter",
+            "CapacityFallback=on-demand",
+        ),
+    )
+    yield cloud
+    cloud.stop()
+
+
+def test_the_admins_on_demand_fallback_renders_after_the_wait(
+    spot_starved_cloud: LocalCloudProcess, tiny_scene: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        spot_starved_cloud, "submit", str(tiny_scene), "--frames-per-job", "3", "--wait", "--download", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"waiting for capacity (0 min): {BATCH_CAPACITY_REASON}" in result.stderr
+    assert Path(result.stdout.strip().splitlines()[-1]).stat().st_size > 0  # the video
+    connection = Connection(ConnectionSettings(stack=spot_starved_cloud.stack, endpoint=spot_starved_cloud.endpoint))
+    job = JobRef.from_id(connection, result.stdout.split()[0])
+    batch = connection.client("batch")
+    queues = [batch.describe_jobs(jobs=[i])["jobs"][0]["jobQueue"] for i in history.batch_job_ids(connection, job)]
+    # Spot render (cancelled), then render and stitch on the On-Demand queue.
+    assert len(queues) == 3 and queues[0] != queues[1] == queues[2], queues
 
 
 # ---- what counts as waiting, from DescribeJobs answers ----------------------------------------------------------

@@ -34,6 +34,7 @@ DUMMY_SUBSTITUTIONS = {
     "RenderJobDefinitionArn": "arn:aws:batch:us-east-1:123456789012:job-definition/render:1",
     "StitchJobDefinitionArn": "arn:aws:batch:us-east-1:123456789012:job-definition/stitch:1",
     "JobQueueArn": "arn:aws:batch:us-east-1:123456789012:job-queue/render",
+    "OnDemandJobQueueArn": "arn:aws:batch:us-east-1:123456789012:job-queue/render-on-demand",
 }
 
 # What the embedded local cloud reads from the template, and the intrinsics its resolver knows.
@@ -125,6 +126,7 @@ SCOPES = {
     "lambda": ("${FrameCounterFunction",),
     "batch": (
         "${JobQueue}",
+        "${OnDemandJobQueue}",
         "${RenderJobDefinition}",
         "${StitchJobDefinition}",
         "arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}:job/",
@@ -596,10 +598,21 @@ def test_only_expected_managed_policies(translated: dict[str, Any]) -> None:
     assert attached <= ALLOWED_MANAGED_POLICIES, attached - ALLOWED_MANAGED_POLICIES
 
 
+def conditional_branches(values: list[Any]) -> list[Any]:
+    """Resources with each ``Fn::If`` replaced by its branches (less ``AWS::NoValue``): every branch is checked."""
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, dict) and "Fn::If" in value:
+            out += [b for b in value["Fn::If"][1:] if b != {"Ref": "AWS::NoValue"}]
+        else:
+            out.append(value)
+    return out
+
+
 def test_allowed_resources_are_the_stacks_own(translated: dict[str, Any]) -> None:
     for logical, statement in allow_statements(translated):
         actions = as_list(statement["Action"])
-        for resource in map(render, as_list(statement["Resource"])):
+        for resource in map(render, conditional_branches(as_list(statement["Resource"]))):
             if resource == "*":
                 assert set(actions) <= ACTIONS_WITHOUT_RESOURCES, f"{logical}: {actions} on *"
                 continue

@@ -145,7 +145,9 @@ class JobWatcher:
         status.python_use = self._python_use
         if self._frames_total is not None:
             self._running_polls += 1 if state == "RUNNING" else 0
-            if state == "RUNNING" and self._running_polls % CAPACITY_CHECK_EVERY == 1:
+            # The first poll lists the frames; the job is looked up sooner (every 3rd) than it is described.
+            every = CAPACITY_CHECK_EVERY if self._batch_job_id else CAPACITY_CHECK_EVERY // 2
+            if state == "RUNNING" and self._running_polls % every == 0:
                 self._capacity = self._check_capacity()
                 present = self._present
             else:
