@@ -7,6 +7,12 @@ in parallel up to the worker count, and the job definition's ``retryStrategy`` d
 
 A process killed by a signal stands in for a lost host (a Spot reclaim): its attempt ends with the status
 reason AWS gives, ``Host EC2 (instance i-...) terminated.``, so ``evaluateOnExit`` treats it as on AWS.
+
+Capacity: a queue without capacity (``--capacity none``, or ``on-demand``: only queues with an On-Demand compute
+environment have any) starts none of its jobs, as when no compute environment can get an instance; they stay
+RUNNABLE with the status reason Batch gives a blocked job (``CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - ...``), and
+the queue's ``jobStateTimeLimitActions`` for that reason cancel them after their ``maxTimeSeconds``, as Batch
+does: the job fails with the action's reason.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from render_contract.errors import BATCH_CAPACITY_REASON
 
 LOG = logging.getLogger("localcloud.batch")
 HOST_LOST_REASON = "Host EC2 (instance i-0localcloud00000) terminated."
@@ -30,6 +39,9 @@ CONTAINER_EXITED_REASON = "Essential container in task exited"
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 TERMINATE_GRACE_SECONDS = 10.0
 WORKER_ENTRYPOINT = [sys.executable, "-m", "render_worker.cli"]
+CAPACITY_REASON = BATCH_CAPACITY_REASON
+"""The one blocking reason the local cloud can have: no capacity."""
+BLOCKED_REASON = f"{CAPACITY_REASON} - the local cloud has no capacity for this queue (its --capacity)"
 
 
 def decide(strategy: Mapping[str, Any] | None, attempt: int, exit_code: int | None, status_reason: str) -> str:
@@ -77,6 +89,11 @@ class LocalBatchExecutor:
 
     def __init__(self, workers: int, environment: Mapping[str, str], log_dir: Path) -> None:
         self.workers = workers
+        self._no_capacity: set[str] = set()
+        """Queues none of whose jobs can start (no instance can be had); their RUNNABLE jobs meet the time limits."""
+        self._held: list[Any] = []
+        self._time_limits: dict[str, list[dict[str, Any]]] = {}
+        self._runnable_since: dict[str, tuple[Any, float]] = {}
         self.environment = dict(environment)
         self.log_dir = log_dir
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -91,8 +108,23 @@ class LocalBatchExecutor:
             threading.Thread(target=self._run_slot, args=(i,), name=f"localbatch-{i}", daemon=True)
             for i in range(workers)
         ]
+        self._threads.append(threading.Thread(target=self._enforce_time_limits, name="localbatch-limits", daemon=True))
         for thread in self._threads:
             thread.start()
+
+    def set_capacity(self, queue_arn: str, available: bool) -> None:
+        """Whether the queue's jobs can get an instance (all can, unless said otherwise)."""
+        if available:
+            self._no_capacity.discard(queue_arn)
+        else:
+            self._no_capacity.add(queue_arn)
+
+    def _has_capacity(self, job: Any) -> bool:
+        return job.job_queue.arn not in self._no_capacity
+
+    def set_time_limits(self, queue_arn: str, actions: list[dict[str, Any]]) -> None:
+        """A job queue's ``jobStateTimeLimitActions`` (as CreateJobQueue takes them, any key casing)."""
+        self._time_limits[queue_arn] = [{key[0].lower() + key[1:]: value for key, value in a.items()} for a in actions]
 
     # ---- called by the patched moto backend -------------------------------------------------------------
     def submit(self, job: Any, children: list[Any] | None = None) -> None:
@@ -134,7 +166,29 @@ class LocalBatchExecutor:
     # ---- slots ----------------------------------------------------------------------------------------
     def _enqueue(self, job: Any) -> None:
         job.status = "RUNNABLE"
+        with self._lock:
+            self._runnable_since[job.job_id] = (job, time.monotonic())
+        if not self._has_capacity(job):
+            job.job_stopped_reason = BLOCKED_REASON  # moto shows it as the job's statusReason
         self._queue.put(job)
+
+    def _enforce_time_limits(self) -> None:
+        """Cancels jobs RUNNABLE for longer than their queue allows for the reason they wait, as Batch does."""
+        while not self._stopping.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                waiting = list(self._runnable_since.values())
+            for job, since in waiting:
+                if self._has_capacity(job):
+                    continue  # it waits only for a busy slot: no blocking reason, no action (as on AWS)
+                for action in self._time_limits.get(job.job_queue.arn, []):
+                    applies = action.get("state") == "RUNNABLE" and action.get("reason") == CAPACITY_REASON
+                    if applies and action.get("action") == "CANCEL" and now - since >= float(action["maxTimeSeconds"]):
+                        LOG.info("job %s RUNNABLE for %.0f s without capacity: cancelled", job.job_id, now - since)
+                        with self._lock:
+                            self._runnable_since.pop(job.job_id, None)
+                        self.terminate(job, reason=str(action["reason"]))
+                        break
 
     def _run_slot(self, slot: int) -> None:
         while not self._stopping.is_set():
@@ -142,6 +196,11 @@ class LocalBatchExecutor:
                 job = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
+            if not self._has_capacity(job):
+                self._held.append(job)  # stays RUNNABLE: no instance for it (its time limit may cancel it)
+                continue
+            with self._lock:
+                self._runnable_since.pop(job.job_id, None)
             if job.job_stopped or job.job_id in self._terminated:
                 continue
             try:

@@ -33,6 +33,7 @@ ACCOUNT_ID = "123456789012"
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "localcloud", "AWS_SECRET_ACCESS_KEY": "localcloud"}
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 STATE_MACHINE_TYPES = ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")
+CAPACITY_CHOICES = ("all", "none", "on-demand")
 
 
 class LocalCloud:
@@ -44,6 +45,9 @@ class LocalCloud:
         region: str = "us-east-1",
         stack_name: str = "render-on-aws",
         template_path: Path = ROOT / "template.yaml",
+        capacity: str = "all",
+        capacity_wait_seconds: int | None = None,
+        parameters: dict[str, str] | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.port = port
@@ -52,6 +56,16 @@ class LocalCloud:
         self.region = region
         self.stack_name = stack_name
         self.template_path = template_path
+        if capacity not in CAPACITY_CHOICES:
+            raise ValueError(f"capacity must be one of {CAPACITY_CHOICES}, not {capacity!r}")
+        self.capacity = capacity
+        """Which queues can get instances: all; none (no Batch job starts, as when no Spot or GPU capacity is to be
+        had); on-demand (only queues with an On-Demand compute environment: the CapacityFallback path)."""
+        self._environment_types: dict[str, str] = {}
+        self.parameters = dict(parameters or {})
+        """Template parameters of the local stack (the template's defaults otherwise)."""
+        self.capacity_wait_seconds = capacity_wait_seconds
+        """The stack's CapacityWaitSeconds (the template's default when None; any value locally, even below 600)."""
         self.template = load_template(template_path)
         self.endpoint = ""
         self.outputs: dict[str, str] = {}
@@ -94,6 +108,7 @@ class LocalCloud:
             "stack": self.stack_name,
             "outputs": self.outputs,
             "workers": self.workers,
+            "capacity": self.capacity,
             "stateDir": str(self.state_dir),
         }
 
@@ -133,7 +148,12 @@ class LocalCloud:
     def _provision(self) -> None:
         self._resolver = Resolver(
             self.template,
-            parameters={"MaxVcpus": str(self.workers * self.threads_per_job), "JobVcpus": str(self.threads_per_job)},
+            parameters={
+                **self.parameters,
+                "MaxVcpus": str(self.workers * self.threads_per_job),
+                "JobVcpus": str(self.threads_per_job),
+                **({"CapacityWaitSeconds": str(self.capacity_wait_seconds)} if self.capacity_wait_seconds else {}),
+            },
             pseudo={
                 "AWS::Region": self.region,
                 "AWS::AccountId": ACCOUNT_ID,
@@ -187,6 +207,7 @@ class LocalCloud:
                 state="ENABLED",
                 serviceRole=self._role_arn,
             )["computeEnvironmentArn"]
+            self._environment_types[arn] = str(resolve(properties.get("ComputeResources", {}).get("Type", "EC2")))
             return {"Ref": arn, "ComputeEnvironmentArn": arn}
         if resource_type == "AWS::Batch::JobQueue":
             order = [
@@ -199,6 +220,11 @@ class LocalCloud:
                 priority=int(resolve(properties.get("Priority", 1))),
                 computeEnvironmentOrder=order,
             )["jobQueueArn"]
+            assert self.executor is not None
+            self.executor.set_time_limits(arn, resolve(properties.get("JobStateTimeLimitActions", [])))
+            types = {self._environment_types.get(item["computeEnvironment"], "EC2") for item in order}
+            on_demand = bool(types - {"SPOT", "FARGATE_SPOT"})
+            self.executor.set_capacity(arn, self.capacity == "all" or (self.capacity == "on-demand" and on_demand))
             return {"Ref": arn, "JobQueueArn": arn}
         if resource_type == "AWS::Batch::JobDefinition":
             arguments = call_args("batch", "RegisterJobDefinition", resolve(properties))

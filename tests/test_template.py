@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from cfnlint.decode import cfn_yaml
 from render_contract import exitcodes, ids
-from render_contract.errors import AccessDenied, CorruptFrame, NoSpace, RenderFailed
+from render_contract.errors import BATCH_CAPACITY_REASON, AccessDenied, CorruptFrame, NoSpace, RenderFailed
 from render_worker import cli as worker_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +34,7 @@ DUMMY_SUBSTITUTIONS = {
     "RenderJobDefinitionArn": "arn:aws:batch:us-east-1:123456789012:job-definition/render:1",
     "StitchJobDefinitionArn": "arn:aws:batch:us-east-1:123456789012:job-definition/stitch:1",
     "JobQueueArn": "arn:aws:batch:us-east-1:123456789012:job-queue/render",
+    "OnDemandJobQueueArn": "arn:aws:batch:us-east-1:123456789012:job-queue/render-on-demand",
 }
 
 # What the embedded local cloud reads from the template, and the intrinsics its resolver knows.
@@ -125,11 +126,13 @@ SCOPES = {
     "lambda": ("${FrameCounterFunction",),
     "batch": (
         "${JobQueue}",
+        "${OnDemandJobQueue}",
         "${RenderJobDefinition}",
         "${StitchJobDefinition}",
         "arn:${AWS::Partition}:batch:${AWS::Region}:${AWS::AccountId}:job/",
     ),
     "ecr": ("${WorkerRepository.Arn}",),
+    "codebuild": ("${WorkerImageProject.Arn}",),
     "logs": ("${LogGroup.Arn}",),
     "events": (
         "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/StepFunctionsGetEventsForBatchJobs",
@@ -469,6 +472,8 @@ def test_queue_cancels_jobs_that_cannot_get_capacity(template: dict[str, Any]) -
         for action in actions.values():
             assert action["State"] == "RUNNABLE" and action["Action"] == "CANCEL"
         assert actions["CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"]["MaxTimeSeconds"] == {"Ref": "CapacityWaitSeconds"}
+        # The reason the explain step (NoCapacity), the client and the local cloud recognise.
+        assert BATCH_CAPACITY_REASON in actions
     wait = template["Parameters"]["CapacityWaitSeconds"]
     assert wait["Type"] == "Number" and wait["Default"] == 1800
     assert wait["MinValue"] == 600 and wait["MaxValue"] == 86400  # Batch's bounds for maxTimeSeconds
@@ -540,7 +545,14 @@ def test_two_stacks_can_live_side_by_side(template: dict[str, Any]) -> None:
     for logical, resource in template["Resources"].items():
         for key, value in resource.get("Properties", {}).items():
             if key in PHYSICAL_NAME_PROPERTIES:
-                assert isinstance(value, dict) and "${AWS::StackName}" in render(value), f"{logical}.{key} is fixed"
+                # A name of the stack's own resource (a permission on its function) is as unique as the resource.
+                names_own = isinstance(value, dict) and (
+                    value.get("Ref") in template["Resources"]
+                    or (value.get("Fn::GetAtt") or [None])[0] in template["Resources"]
+                )
+                assert names_own or (isinstance(value, dict) and "${AWS::StackName}" in render(value)), (
+                    f"{logical}.{key} is fixed"
+                )
 
 
 # ---- security -----------------------------------------------------------------------------------------------------
@@ -586,10 +598,21 @@ def test_only_expected_managed_policies(translated: dict[str, Any]) -> None:
     assert attached <= ALLOWED_MANAGED_POLICIES, attached - ALLOWED_MANAGED_POLICIES
 
 
+def conditional_branches(values: list[Any]) -> list[Any]:
+    """Resources with each ``Fn::If`` replaced by its branches (less ``AWS::NoValue``): every branch is checked."""
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, dict) and "Fn::If" in value:
+            out += [b for b in value["Fn::If"][1:] if b != {"Ref": "AWS::NoValue"}]
+        else:
+            out.append(value)
+    return out
+
+
 def test_allowed_resources_are_the_stacks_own(translated: dict[str, Any]) -> None:
     for logical, statement in allow_statements(translated):
         actions = as_list(statement["Action"])
-        for resource in map(render, as_list(statement["Resource"])):
+        for resource in map(render, conditional_branches(as_list(statement["Resource"]))):
             if resource == "*":
                 assert set(actions) <= ACTIONS_WITHOUT_RESOURCES, f"{logical}: {actions} on *"
                 continue
@@ -777,3 +800,42 @@ def test_every_task_of_the_state_machine_has_a_time_limit() -> None:
     tasks = {name: state for name, state in definition["States"].items() if state["Type"] == "Task"}
     assert tasks and all(state.get("TimeoutSeconds", 0) > 0 for state in tasks.values())
     assert all("HeartbeatSeconds" not in state for state in tasks.values())  # Batch sends no heartbeats
+
+
+# ---- the worker image, built during the deploy (issue 18) ---------------------------------------------------------
+@pytest.mark.parametrize("logical", ["RenderJobDefinition", "StitchJobDefinition"])
+def test_job_definitions_exist_only_with_a_built_image(template: dict[str, Any], logical: str) -> None:
+    """A job definition takes its image from the WorkerImage custom resource, so CloudFormation creates it (and the
+    state machine naming it) only after the resource answered that the image is in the repository."""
+    image = template["Resources"][logical]["Properties"]["ContainerProperties"]["Image"]
+    assert image == {
+        "Fn::If": ["UseStackRepository", {"Fn::GetAtt": ["WorkerImage", "ImageUri"]}, {"Ref": "WorkerImageUri"}]
+    }
+
+
+def test_worker_image_resource_runs_the_stacks_build(translated: dict[str, Any]) -> None:
+    resources = translated["Resources"]
+    image = resources["WorkerImage"]
+    assert image["Condition"] == "UseStackRepository"
+    props = image["Properties"]
+    assert props["ServiceToken"] == {"Fn::GetAtt": ["WorkerImageFunction", "Arn"]}
+    assert props["Project"] == {"Ref": "WorkerImageProject"}
+    assert props["ImageTag"] == {"Ref": "WorkerImageTag"}
+    assert props["ServiceTimeout"] > 15 * 60, "a first build takes 10-15 minutes, longer than one Lambda call"
+    # The function's version changes with its package (which carries the build context): that update makes the
+    # resource compare the context with the repository again.
+    version = props["FunctionVersion"]["Ref"]
+    assert resources[version]["Type"] == "AWS::Lambda::Version"
+    function = resources["WorkerImageFunction"]["Properties"]
+    assert function["Timeout"] == 900
+    permission = resources["WorkerImageFunctionSelfInvoke"]["Properties"]
+    assert permission["Principal"] == {"Fn::GetAtt": ["WorkerImageFunctionRole", "Arn"]}
+    assert permission["FunctionName"] == {"Fn::GetAtt": ["WorkerImageFunction", "Arn"]}
+
+
+def test_the_worker_image_function_builds_only_this_stacks_image(translated: dict[str, Any]) -> None:
+    statements = [s for logical, s in allow_statements(translated) if logical == "WorkerImageFunctionRole"]
+    granted = {action: render(s["Resource"]) for s in statements for action in as_list(s["Action"])}
+    assert granted["codebuild:StartBuild"] == "${WorkerImageProject.Arn}"
+    assert granted["ecr:PutImage"] == "${WorkerRepository.Arn}"
+    assert granted["s3:PutObject"] == "${RenderBucket.Arn}/build/*"

@@ -2,6 +2,12 @@
 
 Progress comes from S3 (each rendered frame appears at once) and from DescribeExecution: at most two calls a
 poll, so the AWS polling interval keeps a job within 12 AWS calls a minute. The plan is read once.
+
+Waiting for capacity: every few polls, instead of listing the frames, the watcher looks at the execution's
+current Batch job (its id from the execution history's TaskSubmitted event, found once per step; then one
+DescribeJobs a check). A job RUNNABLE with none of it running, for CAPACITY_NOTICE_SECONDS or with Batch's own
+``CAPACITY:`` reason, is shown as ``waiting for capacity (N min): <reason>``; after the admin's limit
+(CapacityWaitSeconds) the queue cancels it and the execution ends with ``NoCapacity``.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from datetime import datetime
 from typing import Any
 
 import botocore.exceptions
-from render_contract.errors import JobCancelled, RenderFailed, from_name, readable_cause
+from render_contract.errors import BATCH_CAPACITY_PREFIX, JobCancelled, RenderFailed, from_name, readable_cause
 from render_contract.layout import S3Uri, frame_from_key, frames_prefix, plan_key
 from render_contract.phases import EXECUTION_TERMINAL_STATES, Phase
 
+from . import history
 from .connection import Connection
 from .jobref import JobRef
 from .starting import stop
@@ -29,6 +36,14 @@ LOCAL_POLL_SECONDS = 0.5
 """Polling on the local cloud, whose polls cost this machine's CPU, which the renders need..."""
 LOCAL_POLL_MAX_SECONDS = 5.0
 """...so while the time left is long, the local cloud is polled less often, up to this."""
+CAPACITY_NOTICE_SECONDS = 180.0
+"""A Batch job RUNNABLE this long with none of it running is shown as waiting for capacity: Batch usually has an
+instance up within one to three minutes, so longer means no Spot (or GPU) capacity is to be had, or MaxVcpus
+is reached by other jobs. Shown at once when Batch itself gives a ``CAPACITY:`` reason."""
+CAPACITY_CHECK_EVERY = 6
+"""Polls per capacity check (once a minute on AWS). A check takes the place of that poll's frame listing (one
+call for one), so a job stays within 12 AWS calls a minute."""
+NO_CAPACITY_REASON = "no instance has started it yet (Spot or GPU capacity short, or the stack's MaxVcpus in use)"
 
 
 def poll_interval(is_local: bool, phase: str = "", eta: float | None = None) -> float:
@@ -38,6 +53,19 @@ def poll_interval(is_local: bool, phase: str = "", eta: float | None = None) -> 
     if phase == Phase.RENDERING and eta:
         return min(LOCAL_POLL_MAX_SECONDS, max(LOCAL_POLL_SECONDS, eta / 4))
     return LOCAL_POLL_SECONDS
+
+
+@dataclass(frozen=True)
+class CapacityWait:
+    """A render or stitch job waiting in Batch's RUNNABLE state with none of it running."""
+
+    seconds: float
+    """How long it has waited (since it was submitted, or since its last attempt ended)."""
+    reason: str
+    """Batch's status reason (``CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - ...``), or what the wait suggests."""
+
+    def describe(self) -> str:
+        return f"waiting for capacity ({int(self.seconds // 60)} min): {self.reason}"
 
 
 @dataclass
@@ -65,6 +93,8 @@ class JobStatus:
     """The Blender version the job renders with (``"4.2.23"``, the plan's runtime); empty until planned."""
     runtime_notices: tuple[str, ...] = ()
     """``"Name: message"`` warnings about that runtime (another series than the file's, a version mismatch)."""
+    waiting_for_capacity: CapacityWait | None = None
+    """Set while the current Batch job waits for an instance (see CAPACITY_NOTICE_SECONDS)."""
     error: str | None = None
     cause: str | None = None
     video_key: str | None = None
@@ -98,6 +128,11 @@ class JobWatcher:
         self._blender = ""
         self._runtime_notices: tuple[str, ...] = ()
         self._plan_seen = False
+        self._batch = connection.client("batch")
+        self._present: set[int] = set()
+        self._running_polls = 0
+        self._batch_job_id: str | None = None
+        self._capacity: CapacityWait | None = None
         self.calls = 0
 
     def poll(self) -> JobStatus:
@@ -127,7 +162,15 @@ class JobWatcher:
         status.python_use = self._python_use
         status.blender, status.runtime_notices = self._blender, self._runtime_notices
         if self._frames_total is not None:
-            present = self._count_frames()
+            self._running_polls += 1 if state == "RUNNING" else 0
+            # The first poll lists the frames; the job is looked up sooner (every 3rd) than it is described.
+            every = CAPACITY_CHECK_EVERY if self._batch_job_id else CAPACITY_CHECK_EVERY // 2
+            if state == "RUNNING" and self._running_polls % every == 0:
+                self._capacity = self._check_capacity()
+                present = self._present
+            else:
+                present = self._present = self._count_frames()
+            status.waiting_for_capacity = self._capacity if state == "RUNNING" else None
             status.frames_done, status.last_frame = len(present), (max(present) if present else None)
             status.present = frozenset(present)
             if self._planned is not None:
@@ -145,6 +188,32 @@ class JobWatcher:
             status.error = described.get("error") or state
             status.cause = readable_cause(described.get("cause"))
         return status
+
+    def _check_capacity(self) -> CapacityWait | None:
+        """One call: find the execution's current Batch job, or describe it (see the module's docstring)."""
+        self.calls += 1
+        if self._batch_job_id is None:
+            self._batch_job_id = self._current_batch_job()
+            return self._capacity
+        job_id = self._batch_job_id
+        try:
+            jobs = self._batch.describe_jobs(jobs=[job_id, f"{job_id}:0"])["jobs"]
+        except botocore.exceptions.ClientError:
+            return None
+        by_id = {job["jobId"]: job for job in jobs}
+        job = by_id.get(job_id)
+        if job is None or job["status"] in ("SUCCEEDED", "FAILED"):
+            self._batch_job_id = None  # the step ended: the next check looks for the next step's job
+            return None
+        return capacity_wait(job, by_id.get(f"{job_id}:0"), time.time())
+
+    def _current_batch_job(self) -> str | None:
+        """The newest Batch job the execution submitted (one GetExecutionHistory page: the history is short)."""
+        try:
+            submitted = history.batch_job_ids(self.connection, self.job)
+        except botocore.exceptions.ClientError:
+            return None
+        return submitted[-1] if submitted else None
 
     def _read_frame_total(self) -> int | None:
         self.calls += 1
@@ -176,6 +245,28 @@ def _as_range(planned: list[int]) -> range:
     """The planned frames as the range they are (start, end, step)."""
     step = planned[1] - planned[0] if len(planned) > 1 else 1
     return range(planned[0], planned[-1] + 1, step) if planned else range(0)
+
+
+def capacity_wait(job: dict[str, Any], first_child: dict[str, Any] | None, now: float) -> CapacityWait | None:
+    """Whether a described Batch job (an array's parent with its first child, or a plain job) waits for capacity.
+
+    None while any of it runs (or starts), when nothing of it is RUNNABLE, or when it has waited less than
+    CAPACITY_NOTICE_SECONDS and Batch gives no ``CAPACITY:`` reason."""
+    summary = (job.get("arrayProperties") or {}).get("statusSummary")
+    if summary is not None:
+        if summary.get("RUNNING", 0) or summary.get("STARTING", 0) or not summary.get("RUNNABLE", 0):
+            return None
+        waiting = first_child if first_child is not None and first_child.get("status") == "RUNNABLE" else job
+    elif job.get("status") == "RUNNABLE":
+        waiting = job
+    else:
+        return None
+    since_ms = max([waiting.get("createdAt", 0)] + [a.get("stoppedAt", 0) for a in waiting.get("attempts", [])])
+    seconds = max(0.0, now - since_ms / 1000) if since_ms else 0.0
+    reason = str(waiting.get("statusReason") or job.get("statusReason") or "")
+    if reason.startswith(BATCH_CAPACITY_PREFIX) or seconds >= CAPACITY_NOTICE_SECONDS:
+        return CapacityWait(seconds, reason if reason.startswith(BATCH_CAPACITY_PREFIX) else NO_CAPACITY_REASON)
+    return None
 
 
 def longest_gap(planned: list[int], present: set[int]) -> int:

@@ -40,7 +40,11 @@ def format_duration(seconds: float | None) -> str:
 
 
 def describe(status: JobStatus, eta: float | None = None) -> str:
-    """One line: ``rendering 12/48 frames, longest gap 3 frames, ETA 0:31``."""
+    """One line: ``rendering 12/48 frames, longest gap 3 frames, ETA 0:31``, or ``waiting for capacity (4 min): ...``
+    while the job's Batch job waits for an instance."""
+    if status.waiting_for_capacity is not None and not status.finished:
+        done = f"{status.frames_done}/{status.frames_total} frames, " if status.frames_done else ""
+        return f"{done}{status.waiting_for_capacity.describe()}"
     if status.phase == Phase.RENDERING and status.frames_total:
         gap = "" if status.longest_gap is None else f", longest gap {status.longest_gap} frames"
         return f"rendering {status.frames_done}/{status.frames_total} frames{gap}, ETA {format_duration(eta)}"

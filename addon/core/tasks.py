@@ -328,7 +328,7 @@ class JobTask(threading.Thread):
         if status.phase == Phase.DONE:
             factor = 1.0
         text = describe(status, eta)
-        if status.phase == Phase.RENDERING and total:
+        if status.phase == Phase.RENDERING and total and status.waiting_for_capacity is None:
             text = f"rendering {status.frames_done}/{total} frames"
         self._post(
             phase=status.phase if status.phase != Phase.DONE else Phase.DOWNLOADING,

@@ -195,6 +195,24 @@ class Interrupted(RenderOnAwsError):
     retryable = True
 
 
+BATCH_CAPACITY_REASON = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY"
+"""AWS Batch's reason for a RUNNABLE job that no compute environment can place for want of instances, and the
+reason the stack's queue names in its jobStateTimeLimitActions to cancel such a job after CapacityWaitSeconds.
+A job's statusReason starting with ``CAPACITY:`` (Batch's prefix for capacity reasons) is capacity trouble."""
+BATCH_CAPACITY_PREFIX = "CAPACITY:"
+
+
+class NoCapacity(RenderOnAwsError):
+    """No instance could be had for a render or stitch job (no Spot or GPU capacity in any of the queue's compute
+    environments) within the admin's limit (the stack's CapacityWaitSeconds): Batch cancelled the waiting job.
+    Submitting later, allowing more instance types or the On-Demand fallback helps; the file is fine."""
+
+
+class WorkerImageBuildFailed(RenderOnAwsError):
+    """Deploying the stack could not build or find the worker image (CodeBuild failed, or the image is not in the
+    stack's repository afterwards); the deploy stops before any job could run without an image."""
+
+
 class UnexpectedError(RenderOnAwsError):
     """A failure with no name of its own (a bug): the message says what happened."""
 

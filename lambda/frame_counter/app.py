@@ -37,11 +37,13 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from render_contract import execution_input, failures, ids, layout, names, plan, runtimes
 from render_contract.errors import (
+    BATCH_CAPACITY_PREFIX,
     BlendFileUnreadable,
     FramesFailed,
     InputNotFound,
     InvalidInput,
     NoCamera,
+    NoCapacity,
     RenderFailed,
     RenderOnAwsError,
     StitchFailed,
@@ -274,6 +276,13 @@ def explain_failure(event: dict[str, Any]) -> NoReturn:
         raise from_name(str(record.get("error") or generic.__name__)[:64], message, frame=frame)
     failure = event.get("failure")
     cause = failure.get("Cause") if isinstance(failure, dict) else None
+    capacity = _capacity_reason(cause if isinstance(cause, str) else None)
+    if capacity is not None:
+        raise NoCapacity(
+            f"no instance could be had for the {stage or 'render'} job within the stack's CapacityWaitSeconds; "
+            f"Batch cancelled it ({capacity}). Submit again later, or ask the admin for more instance types "
+            "or the On-Demand fallback"
+        )
     raise generic(readable_cause(cause if isinstance(cause, str) else None))
 
 
@@ -318,6 +327,31 @@ def _frames_in_s3(s3: Any, bucket: str, job_id: str) -> set[int]:
         for key in _keys(s3, bucket, layout.frames_prefix(job_id))
         if (frame := layout.frame_from_key(key)) is not None
     }
+
+
+def _capacity_reason(cause: str | None) -> str | None:
+    """Batch's capacity reason when the failed job (or, for an array, one of its failed children) was cancelled by
+    the queue's time limit for want of instances; None otherwise. One ListJobs call for an array job."""
+    try:
+        described = json.loads(cause or "")
+    except ValueError:
+        return None
+    if not isinstance(described, dict):
+        return None
+    reason = str(described.get("StatusReason") or "")
+    if reason.startswith(BATCH_CAPACITY_PREFIX):
+        return reason
+    job_id = described.get("JobId")
+    if not isinstance(job_id, str) or not described.get("ArrayProperties"):
+        return None
+    try:
+        children = boto3.client("batch").list_jobs(arrayJobId=job_id, jobStatus="FAILED", maxResults=100)
+    except ClientError:
+        return None
+    for child in children.get("jobSummaryList", []):
+        if str(child.get("statusReason") or "").startswith(BATCH_CAPACITY_PREFIX):
+            return str(child["statusReason"])
+    return None
 
 
 def _newest_error_record(s3: Any, bucket: str, job_id: str, stage: str) -> dict[str, Any] | None:
