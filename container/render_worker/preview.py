@@ -3,12 +3,9 @@
 Why from the Render Result and not from the frame file: the frame keeps the scene's format, which may be
 scene-linear (OpenEXR); the preview must look as the artist's Blender shows the frame, so it is saved "as render"
 with the scene's colour management (view transform, look, exposure, gamma, display device), as a JPEG (a
-display-referred format, so Blender applies the view), then scaled to at most
-:data:`~render_contract.layout.PREVIEW_MAX_WIDTH` pixels wide. Kept small and alone on purpose: display-referred
-full-size images for the video may share this code later.
-
-The scene's image settings are switched to JPEG for the save and put back exactly (format first, then colour mode
-and depth, which a format switch clamps), so the frame files of later frames keep their format.
+display-referred format, so Blender applies the view) by :func:`.display.save_display`, the stitch's own way of
+making display-referred images, then scaled to at most :data:`~render_contract.layout.PREVIEW_MAX_WIDTH` pixels
+wide. ``save_display`` puts the scene's image settings back exactly, so later frames keep their format.
 """
 
 from __future__ import annotations
@@ -17,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from render_contract.layout import PREVIEW_MAX_WIDTH
+
+from . import display
 
 PREVIEW_QUALITY = 80
 """JPEG quality: a 480x270 preview weighs some 10-30 KB."""
@@ -34,20 +33,7 @@ def write_preview(bpy: Any, scene: Any, target: Path) -> Path:
     result = bpy.data.images.get("Render Result")
     if result is None:
         raise RuntimeError("no Render Result to make a preview of")
-    settings = scene.render.image_settings
-    saved = {name: getattr(settings, name) for name in ("media_type", "file_format", "color_mode", "color_depth")}
-    saved["quality"] = settings.quality
-    try:
-        if saved["media_type"] != "IMAGE":
-            settings.media_type = "IMAGE"
-        settings.file_format = "JPEG"
-        settings.color_mode = "RGB"
-        settings.quality = PREVIEW_QUALITY
-        result.save_render(filepath=str(target), scene=scene)
-    finally:
-        for name in ("media_type", "file_format", "color_mode", "color_depth", "quality"):
-            if getattr(settings, name) != saved[name]:
-                setattr(settings, name, saved[name])
+    display.save_display(result, scene, target, file_format="JPEG", quality=PREVIEW_QUALITY)
     _shrink(bpy, target)
     return target
 
