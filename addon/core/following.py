@@ -15,9 +15,10 @@ from datetime import datetime
 from typing import Any
 
 import botocore.exceptions
-from render_contract.errors import JobCancelled, RenderFailed, from_name, readable_cause
+from render_contract.errors import InvalidInput, JobCancelled, RenderFailed, from_name, readable_cause
 from render_contract.layout import S3Uri, frame_from_key, frames_prefix, plan_key
 from render_contract.phases import EXECUTION_TERMINAL_STATES, Phase
+from render_contract.plan import Plan
 
 from .connection import Connection
 from .jobref import JobRef
@@ -55,6 +56,8 @@ class JobStatus:
     python_use: tuple[str, ...] = ()
     """What in the file needs Python that the farm does not run (the job did not allow scripts): it renders
     differently from the artist's Blender. From the plan, which the frame counter wrote."""
+    plan: Plan | None = None
+    """The job's plan once the frame counter wrote it (what will come back: :mod:`.deliveries`)."""
     error: str | None = None
     cause: str | None = None
     video_key: str | None = None
@@ -84,6 +87,7 @@ class JobWatcher:
         self._frames_total: int | None = None
         self._planned: list[int] | None = None
         self._python_use: tuple[str, ...] = ()
+        self._plan: Plan | None = None
         self.calls = 0
 
     def poll(self) -> JobStatus:
@@ -108,6 +112,7 @@ class JobWatcher:
             self._frames_total = self._read_frame_total()
         status.frames_total = self._frames_total
         status.python_use = self._python_use
+        status.plan = self._plan
         if self._frames_total is not None:
             present = self._count_frames()
             status.frames_done, status.last_frame = len(present), (max(present) if present else None)
@@ -132,6 +137,10 @@ class JobWatcher:
         except botocore.exceptions.ClientError:
             return None  # not planned yet
         plan = json.loads(body)
+        try:
+            self._plan = Plan.from_json(body)
+        except (InvalidInput, TypeError, ValueError):  # a plan of another version: progress still works
+            self._plan = None
         self._planned = list(range(plan["frame_start"], plan["frame_end"] + 1, plan["frame_step"]))
         if not plan.get("allow_scripts"):
             self._python_use = tuple(str(item) for item in plan.get("python_use", ()))

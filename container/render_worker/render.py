@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from render_contract import layout
+from render_contract import layout, output_names
 from render_contract.errors import (
     BlendFileUnreadable,
     CorruptFrame,
@@ -48,7 +48,10 @@ from . import fetch, s3io, signals, verify
 
 log = logging.getLogger("render_worker")
 UPLOAD_THREADS = 4
-FORMAT_OF_EXTENSION = {ext: fmt for fmt, ext in STILL_FORMATS.items()}
+FORMAT_OF_EXTENSION = {ext: fmt for fmt, ext in reversed(STILL_FORMATS.items())}
+"""Extension -> the plain format that writes it (``exr`` -> ``OPEN_EXR``) when the file asks for another."""
+NODE_DIR_PREFIX = "nodes-"
+"""Per-frame work folders of the compositor's File Output nodes (``<work>/nodes-<frame>/<relative dir>/...``)."""
 GPU_BACKENDS = ("OPTIX", "CUDA")
 """Tried in this order when ``RENDER_DEVICE=GPU``; bpy's wheel ships the kernels of both."""
 RENDER_TRIES = 2
@@ -137,6 +140,7 @@ class Renderer:
         self.scene = scene
         self._engine(plan.engine)
         self._output_format()
+        self.file_outputs = file_output_nodes(scene)
         self._threads()
         if os.environ.get("RENDER_DEVICE", "CPU").strip().upper() == "GPU":
             self._gpu()
@@ -154,19 +158,30 @@ class Renderer:
             render.use_persistent_data = True
 
     def _output_format(self) -> None:
-        """Writes the plan's still format; a file that asks for a movie (or an odd format) renders PNG frames."""
-        target = FORMAT_OF_EXTENSION.get(self.extension)
-        if target is None:
-            raise InvalidInput(f"plan's frame extension {self.extension!r} is not one of {sorted(FORMAT_OF_EXTENSION)}")
+        """Keeps the scene's own image settings when the plan writes its format (colour depth, colour mode, quality,
+        EXR codec, a multilayer EXR's every view layer and pass); a movie or a format the worker cannot verify
+        renders lossless PNG stills for the stitch (RGBA when the film is transparent, else RGB)."""
         settings = self.scene.render.image_settings
-        media = getattr(settings, "media_type", "IMAGE")  # Blender 5 splits images from videos
+        media = getattr(settings, "media_type", "IMAGE")  # Blender 5 splits images, multilayer images and videos
         asked = settings.file_format
-        if asked != target or media == "VIDEO":
-            if media == "VIDEO" or (media == "MULTI_LAYER_IMAGE" and target != "OPEN_EXR"):
+        if STILL_FORMATS.get(asked) == self.extension and media != "VIDEO":
+            log.info("writing the scene's own %s settings (%s)", asked, describe_settings(settings))
+        else:
+            target = FORMAT_OF_EXTENSION.get(self.extension)
+            if target is None:
+                raise InvalidInput(
+                    f"plan's frame extension {self.extension!r} is not one of {sorted(FORMAT_OF_EXTENSION)}"
+                )
+            if media != "IMAGE":
                 settings.media_type = "IMAGE"
             settings.file_format = target
-            log.info("output format forced from %s to %s", asked, target)
-        self.scene.render.use_file_extension = True
+            if target == "PNG":
+                settings.color_mode = "RGBA" if self.scene.render.film_transparent else "RGB"
+            log.info("output format forced from %s to %s (%s)", asked, target, describe_settings(settings))
+        render = self.scene.render
+        render.use_file_extension = True
+        render.use_overwrite = True  # the work folder is the worker's: F12's "skip existing" options do not apply
+        render.use_placeholder = False
 
     def _threads(self) -> None:
         threads = render_threads()
@@ -202,18 +217,23 @@ class Renderer:
                 return
         raise RenderFailed("RENDER_DEVICE=GPU but Cycles found no OptiX or CUDA device (driver missing?)")
 
-    def render(self, frame: int) -> Path:
-        """Renders one frame to ``out_dir/<frame>.<ext>`` and checks the image is whole, rendering it again when it
-        is not. A frame that stays corrupt is ``CorruptFrame`` (retried), or ``NoSpace`` when the disk is full; a
-        failure Blender reports is ``RenderFailed``."""
+    def render(self, frame: int) -> RenderedFrame:
+        """Renders one frame to ``out_dir/<frame>.<ext>`` (and the File Output nodes' files for it) and checks every
+        image is whole, rendering it again when one is not. A frame that stays corrupt is ``CorruptFrame``
+        (retried), or ``NoSpace`` when the disk is full; a failure Blender reports is ``RenderFailed``."""
         why = ""
         for attempt in range(1, RENDER_TRIES + 1):
-            path = self._render_once(frame)
-            why = verify.file_defect(path, self.extension) or ""
+            rendered = self._render_once(frame)
+            why = verify.file_defect(rendered.path, self.extension) or ""
+            for relative, path in rendered.outputs.items():
+                if why:
+                    break
+                defect = verify.file_defect(path) if path.suffix.lower().lstrip(".") in verify.CHECKS else None
+                why = f"{relative}: {defect}" if defect else ""
             if not why:
-                return path
+                return rendered
             log.warning(
-                "frame %d: the image Blender wrote is not whole (%s); render %d of %d",
+                "frame %d: an image Blender wrote is not whole (%s); render %d of %d",
                 frame,
                 why,
                 attempt,
@@ -224,15 +244,22 @@ class Renderer:
             CorruptFrame(f"frame {frame}: the image stays corrupt after {RENDER_TRIES} renders: {why}"), frame
         )
 
-    def _render_once(self, frame: int) -> Path:
+    def _render_once(self, frame: int) -> RenderedFrame:
+        """Renders ``frame`` as F12 Render Animation would (a one-frame animation), so the File Output nodes name
+        their files for the frame exactly as in the artist's Blender; the main image goes to the work folder."""
         scene = self.scene
-        stem = self.out_dir / f"{frame:0{layout.FRAME_DIGITS}d}"
-        expected = stem.with_name(f"{stem.name}.{self.extension}")
+        pattern = "#" * layout.FRAME_DIGITS
+        expected = self.out_dir / output_names.frame_name(pattern, frame, FORMAT_OF_EXTENSION[self.extension])
         expected.unlink(missing_ok=True)
-        scene.render.filepath = str(stem)
+        nodes_dir = self.out_dir / f"{NODE_DIR_PREFIX}{frame}"
+        shutil.rmtree(nodes_dir, ignore_errors=True)
+        for node, relative in self.file_outputs:
+            set_node_directory(node, str(nodes_dir / relative) + os.sep)
+        scene.render.filepath = str(self.out_dir / pattern)
+        scene.frame_start = scene.frame_end = frame
+        scene.frame_step = 1
         try:
-            scene.frame_set(frame)
-            result = self.bpy.ops.render.render(write_still=True, scene=scene.name)
+            result = self.bpy.ops.render.render(animation=True, scene=scene.name)
         except RuntimeError as exc:
             raise attach_frame(RenderFailed(f"frame {frame}: {str(exc).strip()}"), frame) from exc
         if "FINISHED" not in result:
@@ -240,7 +267,71 @@ class Renderer:
         if not expected.is_file() or expected.stat().st_size == 0:
             _check_space(self.out_dir, frame)
             raise attach_frame(RenderFailed(f"frame {frame}: Blender wrote no image at {expected.name}"), frame)
-        return expected
+        outputs = {
+            path.relative_to(nodes_dir).as_posix(): path for path in sorted(nodes_dir.rglob("*")) if path.is_file()
+        }
+        return RenderedFrame(frame, expected, outputs, nodes_dir)
+
+
+@dataclass
+class RenderedFrame:
+    """One rendered frame: its main image and the File Output nodes' files (relative path -> local file)."""
+
+    frame: int
+    path: Path
+    outputs: dict[str, Path]
+    outputs_dir: Path
+
+    def cleanup(self) -> None:
+        self.path.unlink(missing_ok=True)
+        shutil.rmtree(self.outputs_dir, ignore_errors=True)
+
+
+def describe_settings(settings: Any) -> str:
+    """``PNG 16-bit RGBA``, ``JPEG quality 90``, ``OPEN_EXR_MULTILAYER 32-bit RGBA PIZ``: for the worker's log."""
+    parts = [str(settings.file_format)]
+    if getattr(settings, "color_depth", ""):
+        parts.append(f"{settings.color_depth}-bit")
+    parts.append(str(settings.color_mode))
+    if settings.file_format in ("JPEG", "WEBP"):
+        parts.append(f"quality {settings.quality}")
+    if settings.file_format.startswith("OPEN_EXR"):
+        parts.append(str(settings.exr_codec))
+    return " ".join(parts)
+
+
+def compositor_tree(scene: Any) -> Any:
+    """The compositor's node tree: ``scene.compositing_node_group`` in Blender 5, ``scene.node_tree`` in 4.x."""
+    if hasattr(scene, "compositing_node_group"):
+        return scene.compositing_node_group
+    return scene.node_tree if getattr(scene, "use_nodes", False) else None
+
+
+def node_directory(node: Any) -> str:
+    """A File Output node's folder: ``directory`` in Blender 5, ``base_path`` in 4.x."""
+    return str(node.directory if hasattr(node, "directory") else node.base_path)
+
+
+def set_node_directory(node: Any, directory: str) -> None:
+    if hasattr(node, "directory"):
+        node.directory = directory
+    else:
+        node.base_path = directory
+
+
+def file_output_nodes(scene: Any) -> list[tuple[Any, str]]:
+    """The compositor's unmuted File Output nodes with their folder relative to the .blend (``//comp/`` ->
+    ``comp``), as :func:`render_contract.output_names.node_relative_dir` files them under ``outputs/``."""
+    tree = compositor_tree(scene)
+    if tree is None or not scene.render.use_compositing:
+        return []
+    found = []
+    for node in tree.nodes:
+        if node.bl_idname == "CompositorNodeOutputFile" and not node.mute:
+            directory = node_directory(node)
+            found.append((node, output_names.node_relative_dir(directory)))
+            log.info("File Output node %r writes to %s: its files go to outputs/", node.name, directory)
+    return found
 
 
 def _check_space(directory: Path, frame: int) -> None:
@@ -309,10 +400,15 @@ def _render_frames(plan: Plan, s3: Any, bucket: str, tmp: Path, todo: list[int],
     renderer = Renderer(blend, plan, out_dir)
     report.open_s = time.perf_counter() - t
 
-    def upload(frame: int, path: Path) -> None:
+    def upload(rendered: RenderedFrame) -> None:
+        """The File Output nodes' files first, the main image last: a frame in S3 means all of it is there."""
+        for relative, output in rendered.outputs.items():
+            key = layout.output_key(plan.job_id, relative)
+            s3io.upload_frame(s3, output, bucket, key, s3io.sha256_file(output))
+        path, frame = rendered.path, rendered.frame
         digest = s3io.sha256_file(path)  # of the bytes just verified: S3 refuses the PUT if the body differs
         s3io.upload_frame(s3, path, bucket, layout.frame_key(plan.job_id, frame, plan.frame_extension), digest)
-        path.unlink(missing_ok=True)
+        rendered.cleanup()
         report.rendered.append(frame)
         log.info("rendered frame %d", frame)
 
@@ -323,11 +419,11 @@ def _render_frames(plan: Plan, s3: Any, bucket: str, tmp: Path, todo: list[int],
             if signals.STOP.is_set():
                 break
             t = time.perf_counter()
-            path = renderer.render(frame)
+            rendered = renderer.render(frame)
             elapsed = time.perf_counter() - t
             report.render_s += elapsed
             log.info("frame %d: render %.3f s", frame, elapsed)
-            pending.append(pool.submit(upload, frame, path))
+            pending.append(pool.submit(upload, rendered))
             for future in pending:  # surface a failed upload now rather than after the whole chunk
                 if future.done() and future.exception() is not None:
                     future.result()

@@ -4,6 +4,7 @@
 ``jobs/<jobId>/manifest.json``           relative path -> hash, and the main file (:mod:`.manifest`)
 ``jobs/<jobId>/job.json``                the plan (:mod:`.plan`)
 ``jobs/<jobId>/frames/<frame>.<ext>``    rendered frames, six-digit frame numbers
+``jobs/<jobId>/outputs/<path>``          File Output node files, at their path relative to the .blend's folder
 ``jobs/<jobId>/errors/<what>.json``      the worker's account of a failure (name, message, frame)
 ``jobs/<jobId>/<jobName>.mp4``           the video
 """
@@ -85,6 +86,22 @@ def frame_from_key(key: str) -> int | None:
     """The frame number of a frame key, or None for anything else under the prefix."""
     stem = key.rsplit("/", 1)[-1].split(".", 1)[0]
     return int(stem) if stem.isdigit() else None
+
+
+def outputs_prefix(job_id: str) -> str:
+    """``jobs/<jobId>/outputs/``: the compositor's File Output node files (see :mod:`.output_names`)."""
+    return job_prefix(job_id) + "outputs/"
+
+
+def output_key(job_id: str, relative: str) -> str:
+    """The key of a File Output node file at ``relative`` (POSIX, below the .blend's folder as Blender wrote it)."""
+    parts = relative.split("/")
+    if not relative or any(part in ("", ".", "..") for part in parts):
+        raise InvalidInput(f"not a relative output path: {relative!r:.200}")
+    key = outputs_prefix(job_id) + relative
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidInput(f"output path too long for an S3 key ({MAX_KEY_BYTES} bytes): {relative!r:.200}")
+    return key
 
 
 def errors_prefix(job_id: str) -> str:

@@ -18,8 +18,17 @@ from .ids import JOB_ID_LIMIT
 PLAN_VERSION = 1
 MAX_ARRAY_SIZE = 10_000
 """AWS Batch array jobs hold 2 to 10,000 children; one chunk runs as a plain job."""
-STILL_FORMATS = {"PNG": "png", "JPEG": "jpg", "OPEN_EXR": "exr", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
-"""Formats the worker writes as they are; anything else (movies, odd formats) is rendered to PNG."""
+STILL_FORMATS = {
+    "PNG": "png",
+    "JPEG": "jpg",
+    "OPEN_EXR": "exr",
+    "OPEN_EXR_MULTILAYER": "exr",
+    "TIFF": "tif",
+    "BMP": "bmp",
+    "WEBP": "webp",
+}
+"""Formats the worker writes as the scene sets them (depth, colour mode, quality, codec, every view layer and pass
+of a multilayer EXR); anything else (movies, formats the worker cannot verify) is rendered to PNG."""
 
 
 MAX_FRAME = 1_048_574
@@ -136,6 +145,16 @@ class Plan:
     python_use: list[str] = field(default_factory=list)
     """What in the file needs Python to render as in the artist's Blender (scripts, drivers), found by the frame
     counter: with ``allow_scripts`` off it renders differently, and the client warns the artist."""
+    output_path: str = ""
+    """The scene's output path (``render.filepath``, e.g. ``//renders/shot010_####``): frames are named from it at
+    download (:mod:`.output_names`); the farm's keys stay ``frames/<NNNNNN>.<ext>``."""
+    use_file_extension: bool = True
+    color_mode: str = ""
+    """The scene's image settings as the frame counter read them (``BW``/``RGB``/``RGBA``, ``8``/``16``/``32``...,
+    JPEG/WebP quality, EXR codec): the worker keeps the file's own; these say what will come back."""
+    color_depth: str = ""
+    quality: int = 0
+    exr_codec: str = ""
     version: int = PLAN_VERSION
 
     @property

@@ -183,6 +183,12 @@ def _handle(event: Any) -> dict[str, Any]:
         chunks=chunks,
         allow_scripts=request.allow_scripts,
         python_use=list(facts.python_use),
+        output_path=scene.output.path,
+        use_file_extension=scene.output.use_file_extension,
+        color_mode=scene.output.color_mode,
+        color_depth=scene.output.color_depth,
+        quality=scene.output.quality,
+        exr_codec=scene.output.exr_codec,
     )
     plan_key = layout.plan_key(job_id)
     s3.put_object(

@@ -28,7 +28,7 @@ import re
 import shutil
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,28 @@ _UNREADABLE = (
 )
 
 
+R_EXTENSION = 1 << 4
+"""``RenderData.scemode`` bit of ``use_file_extension`` (read back from files bpy 5.0.1 wrote)."""
+R_IMF_PLANES = {8: "BW", 24: "RGB", 32: "RGBA"}
+"""``ImageFormatData.planes`` -> ``color_mode``."""
+R_IMF_CHAN_DEPTH = {1: "1", 2: "8", 4: "10", 8: "12", 16: "16", 32: "24", 64: "32"}
+"""``ImageFormatData.depth`` (one bit per depth) -> ``color_depth``."""
+EXR_CODECS = {0: "NONE", 1: "PXR24", 2: "ZIP", 3: "PIZ", 4: "RLE", 5: "ZIPS", 6: "B44", 7: "B44A", 8: "DWAA", 9: "DWAB"}
+"""``ImageFormatData.exr_codec`` -> ``exr_codec`` (bpy 5.0.1's enum values)."""
+
+
+@dataclass(frozen=True)
+class OutputFacts:
+    """The scene's output path and image settings, in RNA names (empty when the file does not say)."""
+
+    path: str = ""
+    use_file_extension: bool = True
+    color_mode: str = ""
+    color_depth: str = ""
+    quality: int = 0
+    exr_codec: str = ""
+
+
 @dataclass(frozen=True)
 class SceneFacts:
     """What the plan needs from one scene, in the file's own values (overrides are the caller's business)."""
@@ -115,6 +137,8 @@ class SceneFacts:
     file_format: str
     engine: str
     has_camera: bool
+    output: OutputFacts = field(default_factory=lambda: OutputFacts())
+    """The output path and image settings (how the farm names and writes the frames)."""
 
     @property
     def fps(self) -> Fraction:
@@ -561,6 +585,23 @@ def _scene_facts(bfile: blendfile.BlendFile, scene: blendfile.BlendFileBlock) ->
         file_format=IMTYPE_NAMES.get(imtype, f"UNKNOWN_{imtype}"),
         engine=engine or "BLENDER_RENDER",  # files older than 2.5 had no engine field: Blender Internal
         has_camera=_has_camera(scene),
+        output=_output_facts(scene),
+    )
+
+
+def _output_facts(scene: blendfile.BlendFileBlock) -> OutputFacts:
+    """``r.pic``, the ``use_file_extension`` bit and ``r.im_format``'s depth, planes, quality and EXR codec."""
+
+    def im_format(name: bytes) -> int:
+        return int(scene.get((b"r", b"im_format", name), default=0))
+
+    return OutputFacts(
+        path=scene.get((b"r", b"pic"), default="", as_str=True),
+        use_file_extension=bool(int(scene.get((b"r", b"scemode"), default=R_EXTENSION)) & R_EXTENSION),
+        color_mode=R_IMF_PLANES.get(im_format(b"planes"), ""),
+        color_depth=R_IMF_CHAN_DEPTH.get(im_format(b"depth"), ""),
+        quality=im_format(b"quality"),
+        exr_codec=EXR_CODECS.get(im_format(b"exr_codec"), ""),
     )
 
 
