@@ -141,6 +141,7 @@ class Renderer:
         self._engine(plan.engine)
         self._output_format()
         self.file_outputs = file_output_nodes(scene)
+        self.stitch_scene = self._stitch_scene() if plan.stitch_extension != self.extension else None
         self._threads()
         if os.environ.get("RENDER_DEVICE", "CPU").strip().upper() == "GPU":
             self._gpu()
@@ -182,6 +183,29 @@ class Renderer:
         render.use_file_extension = True
         render.use_overwrite = True  # the work folder is the worker's: F12's "skip existing" options do not apply
         render.use_placeholder = False
+
+    def _stitch_scene(self) -> Any:
+        """A scene whose image settings save a multilayer EXR's composite as an 8-bit PNG for the stitch, with the
+        render's own colour management (view transform, look, exposure, gamma, display)."""
+        helper = self.bpy.data.scenes.new("render-on-aws-stitch")
+        settings = helper.render.image_settings
+        settings.file_format = "PNG"
+        settings.color_mode = "RGBA" if self.scene.render.film_transparent else "RGB"
+        settings.color_depth = "8"
+        for name in ("view_transform", "look", "exposure", "gamma"):
+            setattr(helper.view_settings, name, getattr(self.scene.view_settings, name))
+        helper.display_settings.display_device = self.scene.display_settings.display_device
+        return helper
+
+    def _stitch_image(self, exr: Path) -> Path:
+        """The composite (first view layer) of a multilayer EXR as PNG: what the stitch encodes."""
+        png = exr.with_suffix(".png")
+        image = self.bpy.data.images.load(str(exr), check_existing=False)
+        try:
+            image.save_render(str(png), scene=self.stitch_scene)
+        finally:
+            self.bpy.data.images.remove(image)
+        return png
 
     def _threads(self) -> None:
         threads = render_threads()
@@ -225,6 +249,8 @@ class Renderer:
         for attempt in range(1, RENDER_TRIES + 1):
             rendered = self._render_once(frame)
             why = verify.file_defect(rendered.path, self.extension) or ""
+            if not why and rendered.stitch_path is not None:
+                why = verify.file_defect(rendered.stitch_path) or ""
             for relative, path in rendered.outputs.items():
                 if why:
                     break
@@ -270,7 +296,8 @@ class Renderer:
         outputs = {
             path.relative_to(nodes_dir).as_posix(): path for path in sorted(nodes_dir.rglob("*")) if path.is_file()
         }
-        return RenderedFrame(frame, expected, outputs, nodes_dir)
+        stitch = self._stitch_image(expected) if self.stitch_scene is not None else None
+        return RenderedFrame(frame, expected, outputs, nodes_dir, stitch)
 
 
 @dataclass
@@ -281,9 +308,13 @@ class RenderedFrame:
     path: Path
     outputs: dict[str, Path]
     outputs_dir: Path
+    stitch_path: Path | None = None
+    """A multilayer EXR frame's composite as PNG (``frames/<NNNNNN>.png``), for the stitch."""
 
     def cleanup(self) -> None:
         self.path.unlink(missing_ok=True)
+        if self.stitch_path is not None:
+            self.stitch_path.unlink(missing_ok=True)
         shutil.rmtree(self.outputs_dir, ignore_errors=True)
 
 
@@ -406,6 +437,9 @@ def _render_frames(plan: Plan, s3: Any, bucket: str, tmp: Path, todo: list[int],
             key = layout.output_key(plan.job_id, relative)
             s3io.upload_frame(s3, output, bucket, key, s3io.sha256_file(output))
         path, frame = rendered.path, rendered.frame
+        if rendered.stitch_path is not None:
+            key = layout.frame_key(plan.job_id, frame, plan.stitch_extension)
+            s3io.upload_frame(s3, rendered.stitch_path, bucket, key, s3io.sha256_file(rendered.stitch_path))
         digest = s3io.sha256_file(path)  # of the bytes just verified: S3 refuses the PUT if the body differs
         s3io.upload_frame(s3, path, bucket, layout.frame_key(plan.job_id, frame, plan.frame_extension), digest)
         rendered.cleanup()

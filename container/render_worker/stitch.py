@@ -85,7 +85,7 @@ def ffmpeg_command(binary: str, pattern: Path, fps_num: int, fps_den: int, out: 
 def check_frames(plan: Plan, s3: Any, bucket: str) -> list[int]:
     """The planned frames, in order, after checking every one is in S3 (one listing)."""
     frames = plan.frames
-    present = s3io.list_frames(s3, bucket, plan.job_id, plan.frame_extension)
+    present = s3io.list_frames(s3, bucket, plan.job_id, plan.stitch_extension)
     missing = [f for f in frames if f not in present]
     if missing:
         raise attach_frame(
@@ -100,7 +100,7 @@ def check_frames(plan: Plan, s3: Any, bucket: str) -> list[int]:
 def stitch(plan: Plan, s3: Any, bucket: str, workdir: Path | None = None) -> str:
     """Makes and uploads the video; returns its key."""
     frames = check_frames(plan, s3, bucket)
-    ext = plan.frame_extension
+    ext = plan.stitch_extension
     key = layout.video_key(plan.job_id, plan.job_name)
     if plan.video_key and plan.video_key != key:
         log.warning("plan's video_key %s differs from the layout's %s; using the layout's", plan.video_key, key)

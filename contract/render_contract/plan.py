@@ -31,6 +31,9 @@ STILL_FORMATS = {
 of a multilayer EXR); anything else (movies, formats the worker cannot verify) is rendered to PNG."""
 
 
+MULTILAYER_FORMAT = "OPEN_EXR_MULTILAYER"
+
+
 MAX_FRAME = 1_048_574
 """Blender's MAXFRAME: scene frames lie in -MAX_FRAME..MAX_FRAME."""
 MAX_FRAMES = 1_000_000
@@ -164,6 +167,14 @@ class Plan:
     @property
     def fps(self) -> Fraction:
         return Fraction(self.fps_num, self.fps_den)
+
+    @property
+    def stitch_extension(self) -> str:
+        """The frames the stitch encodes: the main frames, except a multilayer EXR's (FFmpeg cannot read multi-part
+        EXR), whose composite the worker also stores as ``frames/<NNNNNN>.png``."""
+        return (
+            "png" if self.file_format == MULTILAYER_FORMAT and self.frame_extension == "exr" else self.frame_extension
+        )
 
     def chunk_frames(self, index: int) -> list[int]:
         if not 0 <= index < len(self.chunks):
