@@ -65,7 +65,10 @@ def test_status_and_download_of_a_finished_job(
     assert downloaded.returncode == 0, downloaded.stderr
     paths = [Path(line) for line in downloaded.stdout.split()]
     assert paths[0].name == "tiny.mp4" and paths[0].stat().st_size > 0
-    assert sorted(path.name for path in paths[1:]) == [f"{frame:06d}.png" for frame in range(1, 7)]
+    # Named as F12 names them: the scene's output path is Blender's default "/tmp/" (a folder: 4-digit frames),
+    # inside a folder of the job's own.
+    assert sorted(path.name for path in paths[1:]) == [f"{frame:04d}.png" for frame in range(1, 7)]
+    assert {path.parent for path in paths[1:]} == {tmp_path / "dl" / job_id}
 
 
 def worker_processes(cloud: LocalCloudProcess) -> list[psutil.Process]:

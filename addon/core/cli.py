@@ -184,12 +184,13 @@ def run(args: argparse.Namespace) -> int:
     into_output_path = bool(getattr(args, "download_to_output_path", False))
     root = blend.resolve().parent if blend is not None and into_output_path else None
     with_frames = bool(getattr(args, "with_frames", False)) or into_output_path
+    download_dir: Path | None = getattr(args, "download", None)
 
     def destination(plan: Plan, job_id: str) -> str:
         if root is not None:
             return f"{deliveries.output_folder(plan, root)}{os.sep}"
-        if args.download and with_frames:
-            return f"{args.download / job_id}{os.sep}"
+        if download_dir is not None and with_frames:
+            return f"{download_dir / job_id}{os.sep}"
         return f"{deliveries.DEFAULT_DESTINATION} (download JOB DIR --with-frames: DIR/<job id>/)"
 
     def follow(job: JobRef) -> int:
@@ -197,8 +198,8 @@ def run(args: argparse.Namespace) -> int:
         status = wait(connection, job, printer.job, interval)
         printer.done()
         status.raise_for_failure()
-        if args.download or root is not None:
-            directory = args.download
+        if download_dir is not None or root is not None:
+            directory = download_dir
             if directory is None:
                 assert root is not None and status.plan is not None
                 directory = deliveries.output_folder(status.plan, root)
