@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import pytest
 from render_contract import output_names
 from render_contract.output_names import frame_name, frame_path, node_relative_dir
+from render_contract.plan import Plan
+from render_on_aws.core import deliveries
 
 PATTERNS = [
     "//renders/shot010_####",
@@ -79,3 +85,118 @@ def test_every_blender_still_format_has_its_extension(bpy_scene) -> None:  # typ
     formats = [item.identifier for item in settings.bl_rna.properties["file_format"].enum_items]
     stills = [name for name in formats if name not in ("FFMPEG", "OPEN_EXR_MULTILAYER")]
     assert set(stills) <= set(output_names.STILL_EXTENSIONS), set(stills) - set(output_names.STILL_EXTENSIONS)
+
+
+OUTPUT_SETTINGS = {
+    "png16": ("//renders/shot010_####", True, "IMAGE", "PNG", {"color_depth": "16", "color_mode": "RGBA"}),
+    "jpeg": ("//r/j_", False, "IMAGE", "JPEG", {"color_mode": "BW", "quality": 37}),
+    "exr": ("/abs/renders/", True, "IMAGE", "OPEN_EXR", {"color_depth": "16", "exr_codec": "DWAA"}),
+    "multilayer": ("//ml/x_##", True, "MULTI_LAYER_IMAGE", "OPEN_EXR_MULTILAYER", {"exr_codec": "PIZ"}),
+    "tiff": ("//t/", True, "IMAGE", "TIFF", {"color_depth": "16", "color_mode": "RGB"}),
+    "webp": ("//w/w_#", True, "IMAGE", "WEBP", {"quality": 80, "color_mode": "RGBA"}),
+}
+WRITE_SETTINGS = """
+import bpy, json, sys
+for name, (path, use_ext, media, fmt, extra) in json.loads(sys.argv[1]).items():
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.filepath = path
+    scene.render.use_file_extension = use_ext
+    settings = scene.render.image_settings
+    settings.media_type = media
+    settings.file_format = fmt
+    for key, value in extra.items():
+        setattr(settings, key, value)
+    bpy.ops.wm.save_as_mainfile(filepath=f"{sys.argv[2]}/{name}.blend")
+"""
+
+
+def test_the_frame_counter_reads_the_output_settings_from_the_file(tmp_path: Path) -> None:
+    """r.pic, the use_file_extension bit and im_format's depth, planes, quality and codec, read from DNA with BAT,
+    equal what bpy set (files written by bpy 5.0.1)."""
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-c", WRITE_SETTINGS, json.dumps(OUTPUT_SETTINGS), str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lambda" / "frame_counter"))
+    import blend_facts
+
+    for name, (path, use_ext, _media, fmt, extra) in OUTPUT_SETTINGS.items():
+        scene = blend_facts.read_facts(tmp_path / f"{name}.blend").scene
+        assert scene.file_format == fmt, name
+        output = scene.output
+        assert (output.path, output.use_file_extension) == (path, use_ext), name
+        for key, value in extra.items():
+            assert getattr(output, key) == value, (name, key)
+
+
+def make_plan(**changes: object) -> Plan:
+    plan = Plan(
+        job_id="job-1",
+        job_name="Shot 10",
+        scene="Scene",
+        frame_start=1,
+        frame_end=3,
+        frame_step=1,
+        fps_num=24,
+        fps_den=1,
+        engine="CYCLES",
+        resolution_x=32,
+        resolution_y=18,
+        resolution_percentage=100,
+        file_format="PNG",
+        frame_extension="png",
+        has_camera=True,
+        blender_version="5.0.1",
+        input_uri="s3://b/cas/sha256/" + "0" * 64,
+        main_file="shot.blend",
+        output_uri="s3://b/jobs/job-1",
+        video_key="jobs/job-1/Shot_10.mp4",
+        frames_per_job=3,
+        frames_per_job_raised=False,
+        output_path="//renders/shot010_####",
+        color_mode="RGBA",
+        color_depth="16",
+    )
+    return dataclasses.replace(plan, **changes)  # type: ignore[arg-type]
+
+
+def test_what_will_come_back_is_said_from_the_plan() -> None:
+    plan = make_plan()
+    assert deliveries.describe(plan, "/r/job-1/") == [
+        "frames: 3 x PNG 16-bit RGBA, named shot010_0001.png ... shot010_0003.png, into /r/job-1/",
+        "video: Shot_10.mp4 made from the frames (see video); compositor File Output node files: with their own "
+        "names and sub-folders",
+    ]
+    movie = make_plan(file_format="FFMPEG", output_path="//out/", color_depth="8", color_mode="RGB")
+    assert deliveries.describe(movie)[0] == (
+        f"frames: 3 x PNG RGB(A) (the scene asks for FFMPEG), named 0001.png ... 0003.png, into "
+        f"{deliveries.DEFAULT_DESTINATION}"
+    )
+    exr = make_plan(file_format="OPEN_EXR_MULTILAYER", frame_extension="exr", color_depth="32", exr_codec="PIZ")
+    assert deliveries.describe_format(exr) == "multilayer OpenEXR 32-bit float RGBA PIZ (every view layer and pass)"
+    assert exr.stitch_extension == "png" and plan.stitch_extension == "png"
+    jpeg = make_plan(file_format="JPEG", frame_extension="jpg", color_mode="RGB", quality=90, use_file_extension=False)
+    assert deliveries.describe(jpeg)[0].startswith("frames: 3 x JPEG RGB quality 90, named shot010_0001 ... ")
+    assert deliveries.frame_names(jpeg) == {f"jobs/job-1/frames/00000{f}.jpg": f"shot010_000{f}" for f in (1, 2, 3)}
+
+
+def test_output_folder_resolves_like_blender() -> None:
+    root = Path("/home/artist/shots")
+    assert deliveries.output_folder(make_plan(), root) == root / "renders"
+    assert deliveries.output_folder(make_plan(output_path="//../out/a_#"), root) == root / ".." / "out"
+    assert deliveries.output_folder(make_plan(output_path="/farm/out/"), root) == Path("/farm/out/")
+    assert deliveries.output_folder(make_plan(output_path=""), root) == root
+
+
+def test_an_old_plan_without_output_fields_names_frames_as_blender_does_for_an_empty_path() -> None:
+    data = json.loads(make_plan().to_json())
+    for key in ("output_path", "use_file_extension", "color_mode", "color_depth", "quality", "exr_codec"):
+        data.pop(key)
+    old = Plan.from_json(json.dumps(data))
+    assert deliveries.frame_name(old, 7) == "0007.png"
