@@ -108,6 +108,14 @@ for name, (path, use_ext, media, fmt, extra) in json.loads(sys.argv[1]).items():
     for key, value in extra.items():
         setattr(settings, key, value)
     bpy.ops.wm.save_as_mainfile(filepath=f"{sys.argv[2]}/{name}.blend")
+bpy.ops.wm.read_factory_settings(use_empty=True)
+scene = bpy.context.scene
+tree = bpy.data.node_groups.new("Compositing", "CompositorNodeTree")
+scene.compositing_node_group = tree
+for name, directory, muted in (("Beauty", "//comp/", False), ("Muted", "//muted/", True), ("Abs", "/farm/x/", False)):
+    node = tree.nodes.new("CompositorNodeOutputFile")
+    node.name, node.directory, node.file_name, node.mute = name, directory, "img_", muted
+bpy.ops.wm.save_as_mainfile(filepath=f"{sys.argv[2]}/nodes.blend")
 """
 
 
@@ -133,6 +141,9 @@ def test_the_frame_counter_reads_the_output_settings_from_the_file(tmp_path: Pat
         assert (output.path, output.use_file_extension) == (path, use_ext), name
         for key, value in extra.items():
             assert getattr(output, key) == value, (name, key)
+        assert output.file_output_nodes == ()
+    nodes = blend_facts.read_facts(tmp_path / "nodes.blend").scene.output.file_output_nodes
+    assert nodes == ("Beauty: //comp/img_", "Abs: /farm/x/img_")
 
 
 def make_plan(**changes: object) -> Plan:
@@ -170,9 +181,13 @@ def test_what_will_come_back_is_said_from_the_plan() -> None:
     plan = make_plan()
     assert deliveries.describe(plan, "/r/job-1/") == [
         "frames: 3 x PNG 16-bit RGBA, named shot010_0001.png ... shot010_0003.png, into /r/job-1/",
-        "video: Shot_10.mp4 made from the frames (see video); compositor File Output node files: with their own "
-        "names and sub-folders",
+        "video: Shot_10.mp4 made from the frames (see video)",
     ]
+    nodes = make_plan(file_output_nodes=["File Output: //comp/beauty/img_"])
+    assert deliveries.describe(nodes)[1] == (
+        "video: Shot_10.mp4 made from the frames (see video); 1 compositor File Output node(s) (File Output: "
+        "//comp/beauty/img_): their files for each frame, with their own names and sub-folders"
+    )
     movie = make_plan(file_format="FFMPEG", output_path="//out/", color_depth="8", color_mode="RGB")
     assert deliveries.describe(movie)[0] == (
         f"frames: 3 x PNG RGB(A) (the scene asks for FFMPEG), named 0001.png ... 0003.png, into "

@@ -201,6 +201,7 @@ def test_png16_rgba_and_a_file_output_node_come_back_as_f12_writes_them(
 
     job_id, stderr = submit_and_download(local_cloud, blend, tmp_path / "dl")
     assert "will come back: frames: 3 x PNG 16-bit RGBA, named shot010_0001.png ... shot010_0003.png" in stderr
+    assert "1 compositor File Output node(s) (File Output: //comp/beauty/img_): their files for each frame" in stderr
     farm = files_under(tmp_path / "dl" / job_id)
     expected = {name.removeprefix("renders/"): path for name, path in local.items()}
     assert sorted(farm) == sorted(expected), "frames named by the output path, node files by their own names"

@@ -80,11 +80,14 @@ def describe(plan: Plan, destination: str = DEFAULT_DESTINATION) -> list[str]:
     names = first if len(frames) == 1 else f"{first} ... {last}"
     instead = "" if written_format(plan) == plan.file_format else f" (the scene asks for {plan.file_format})"
     video = posixpathname(plan.video_key) or f"{plan.job_name}.mp4"
-    return [
-        f"frames: {len(frames)} x {describe_format(plan)}{instead}, named {names}, into {destination}",
-        f"video: {video} made from the frames (see video); compositor File Output node files: with their own "
-        "names and sub-folders",
-    ]
+    second = f"video: {video} made from the frames (see video)"
+    if plan.file_output_nodes:
+        nodes = ", ".join(plan.file_output_nodes[:3]) + (", ..." if len(plan.file_output_nodes) > 3 else "")
+        second += (
+            f"; {len(plan.file_output_nodes)} compositor File Output node(s) ({nodes}): their files for each frame, "
+            "with their own names and sub-folders"
+        )
+    return [f"frames: {len(frames)} x {describe_format(plan)}{instead}, named {names}, into {destination}", second]
 
 
 def posixpathname(key: str) -> str:

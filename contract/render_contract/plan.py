@@ -158,6 +158,9 @@ class Plan:
     color_depth: str = ""
     quality: int = 0
     exr_codec: str = ""
+    file_output_nodes: list[str] = field(default_factory=list)
+    """``<node name>: <path>`` of each compositor File Output node the frame counter found: their files come back
+    too (the worker finds the nodes itself; this is what the client says before the render)."""
     version: int = PLAN_VERSION
 
     @property

@@ -189,6 +189,7 @@ def _handle(event: Any) -> dict[str, Any]:
         color_depth=scene.output.color_depth,
         quality=scene.output.quality,
         exr_codec=scene.output.exr_codec,
+        file_output_nodes=list(scene.output.file_output_nodes),
     )
     plan_key = layout.plan_key(job_id)
     s3.put_object(

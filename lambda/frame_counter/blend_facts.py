@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import itertools
 import logging
 import os
 import re
@@ -119,6 +120,8 @@ class OutputFacts:
     color_depth: str = ""
     quality: int = 0
     exr_codec: str = ""
+    file_output_nodes: tuple[str, ...] = ()
+    """``<node name>: <folder><file name>`` of each unmuted compositor File Output node (their files come back)."""
 
 
 @dataclass(frozen=True)
@@ -602,7 +605,49 @@ def _output_facts(scene: blendfile.BlendFileBlock) -> OutputFacts:
         color_depth=R_IMF_CHAN_DEPTH.get(im_format(b"depth"), ""),
         quality=im_format(b"quality"),
         exr_codec=EXR_CODECS.get(im_format(b"exr_codec"), ""),
+        file_output_nodes=_file_output_nodes(scene),
     )
+
+
+def _string(block: blendfile.BlendFileBlock, field: bytes) -> str:
+    """A ``char[N]`` field, or a ``char *`` one (Blender 5's ``NodeImageMultiFile.file_name``) read from its block."""
+    value = block.get(field, default="", as_str=True)
+    if isinstance(value, str):
+        return value
+    target = bfile_block(block.bfile, value) if isinstance(value, int) and value else None
+    if target is None:
+        return ""
+    return bytes(target.raw_data()).split(b"\x00", 1)[0].decode("utf-8", "replace")
+
+
+NODE_MUTED = 1 << 9
+"""``bNode.flag`` bit of a muted node."""
+MAX_NODES = 10_000
+
+
+def _file_output_nodes(scene: blendfile.BlendFileBlock) -> tuple[str, ...]:
+    """The compositor's unmuted File Output nodes: Blender 5's ``compositing_node_group`` (an ID) when the file's
+    DNA has the field, else 4.x's embedded ``nodetree`` when ``use_nodes`` is on. The folder is the node
+    storage's ``base_path`` (Blender 5's ``directory``) and, in 5.x, its ``file_name``."""
+    fields = {field.name.name_only for field in scene.dna_type.fields}
+    if b"compositing_node_group" in fields:
+        tree = _deref(scene, b"compositing_node_group")
+    else:
+        tree = _deref(scene, b"nodetree") if scene.get(b"use_nodes", default=0) else None
+    if tree is None:
+        return ()
+    found = []
+    for node in itertools.islice(_iter_list(tree, b"nodes"), MAX_NODES):
+        if node.get(b"idname", default="", as_str=True) != "CompositorNodeOutputFile":
+            continue
+        if int(node.get(b"flag", default=0)) & NODE_MUTED:
+            continue
+        storage = _deref(node, b"storage")
+        path = ""
+        if storage is not None:
+            path = _string(storage, b"base_path") + _string(storage, b"file_name")
+        found.append(f"{node.get(b'name', default='', as_str=True)}: {path}")
+    return tuple(found)
 
 
 def _has_camera(scene: blendfile.BlendFileBlock) -> bool:
