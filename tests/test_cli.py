@@ -31,6 +31,24 @@ def test_bad_arguments_are_invalid_input(local_cloud: LocalCloudProcess, args: l
     assert last_line(result.stderr).startswith(expected)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--with-frames"],
+        ["--with-frames", "--wait"],
+        ["--download-to-output-path"],
+    ],
+)
+def test_download_options_need_their_companions(
+    local_cloud: LocalCloudProcess, tiny_scene: Path, args: list[str]
+) -> None:
+    """Refused before anything is uploaded, with the option it lacks named."""
+    result = run_cli(local_cloud, "submit", str(tiny_scene), *args)
+    assert result.returncode == 1
+    assert last_line(result.stderr).startswith("InvalidInput: --")
+    assert "submitted job" not in result.stderr
+
+
 def test_a_missing_file_is_named(local_cloud: LocalCloudProcess, tmp_path: Path) -> None:
     result = run_cli(local_cloud, "submit", str(tmp_path / "nowhere.blend"))
     assert result.returncode == 1
