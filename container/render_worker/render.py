@@ -198,7 +198,8 @@ class Renderer:
         return helper
 
     def _stitch_image(self, exr: Path) -> Path:
-        """The composite (first view layer) of a multilayer EXR as PNG: what the stitch encodes."""
+        """A multilayer EXR's first layer (the first view layer's combined pass, as Blender shows the file) as PNG,
+        through the scene's colour management: what the stitch encodes."""
         png = exr.with_suffix(".png")
         image = self.bpy.data.images.load(str(exr), check_existing=False)
         try:

@@ -174,7 +174,7 @@ class Plan:
     @property
     def stitch_extension(self) -> str:
         """The frames the stitch encodes: the main frames, except a multilayer EXR's (FFmpeg cannot read multi-part
-        EXR), whose composite the worker also stores as ``frames/<NNNNNN>.png``."""
+        EXR), whose first layer the worker also stores as ``frames/<NNNNNN>.png``."""
         return (
             "png" if self.file_format == MULTILAYER_FORMAT and self.frame_extension == "exr" else self.frame_extension
         )
