@@ -215,3 +215,55 @@ def test_an_old_plan_without_output_fields_names_frames_as_blender_does_for_an_e
         data.pop(key)
     old = Plan.from_json(json.dumps(data))
     assert deliveries.frame_name(old, 7) == "0007.png"
+
+
+TEMPLATED = """
+import bpy, json, sys
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+scene = bpy.context.scene
+scene.render.fps, scene.render.fps_base = 30, 1.001
+scene.render.resolution_percentage = 50
+scene.camera.name = "Cam Main"
+scene.render.filepath = "//{blend_name}/{scene_name}_{camera_name}_{resolution_x}x{resolution_y}_{fps}_{{v2}}_####"
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[2])
+print("RESULT" + json.dumps([scene.render.frame_path(frame=f) for f in (1, 12)]))
+"""
+
+
+def test_blender_5_path_templates_are_filled_as_blender_fills_them(tmp_path: Path) -> None:
+    """``{blend_name}``, ``{scene_name}``, ``{camera_name}``, ``{resolution_x}``, ``{fps}`` and ``{{`` in the scene's
+    output path: the plan's path names frames exactly as bpy's frame_path does."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from tests.conftest import make_scene
+
+    base = make_scene(tmp_path / "base.blend", "--frame-end", "2", "--resolution", "32", "18")
+    shot = tmp_path / "shot_v3.blend"
+    done = subprocess.run(
+        [sys.executable, "-c", TEMPLATED, str(base), str(shot)], check=True, capture_output=True, text=True
+    )
+    blender = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))[6:])
+    root = Path(__file__).resolve().parent.parent / "lambda" / "frame_counter"
+    sys.path.insert(0, str(root))
+    spec = importlib.util.spec_from_file_location("frame_counter_app_templates", root / "app.py")
+    assert spec is not None and spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = app  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(app)
+    import blend_facts
+
+    scene = blend_facts.read_facts(shot).scene
+    pattern = app.output_path(scene, "shots/shot_v3.blend")
+    assert "{" not in pattern.replace("{v2}", "")
+    ours = [str(tmp_path / frame_path(pattern, f, "PNG")[2:]) for f in (1, 12)]
+    assert ours == blender
+
+
+def test_templates_blender_refuses_or_formats_are_not_guessed() -> None:
+    variables = {"scene_name": "Scene"}
+    assert output_names.expand_templates("//{scene_name}/{{x}}_##", variables) == "//Scene/{x}_##"
+    for bad in ("//{nope}_#", "//{scene_name:##}_#", "//a{b", "//a}b"):
+        with pytest.raises(ValueError):
+            output_names.expand_templates(bad, variables)

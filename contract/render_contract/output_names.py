@@ -144,6 +144,32 @@ def node_relative_dir(directory: str) -> str:
     return posixpath.join(*[part for part in parts if part != ".."]) if parts else ""
 
 
+TEMPLATE_VARIABLES = ("blend_name", "fps", "resolution_x", "resolution_y", "scene_name", "camera_name")
+"""Blender 5's path-template variables of a render output path (``{blend_name}``...; ``{{``/``}}`` are braces)."""
+_TEMPLATE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def expand_templates(pattern: str, variables: dict[str, str]) -> str:
+    """``pattern`` with Blender 5's path templates filled in (``//r/{scene_name}_####`` -> ``//r/Scene_####``).
+
+    Raises ``ValueError`` for what Blender refuses to render with (an unknown variable, a lone brace) and for
+    format specifiers (``{fps:##.#}``), which are not reproduced here: the caller keeps the pattern as it is.
+    """
+
+    def fill(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text in ("{{", "}}"):
+            return text[0]
+        name = match.group(1)
+        if name is None:
+            raise ValueError(f"lone {text!r} in {pattern!r}")
+        if name not in variables:
+            raise ValueError(f"template {text} is not reproduced (unknown variable or format specifier)")
+        return variables[name]
+
+    return _TEMPLATE.sub(fill, pattern)
+
+
 def extension_of(file_format: str) -> str | None:
     """The extension Blender writes for a still format, None for movies and unknown formats."""
     own = STILL_EXTENSIONS.get(file_format)

@@ -35,7 +35,7 @@ import boto3
 from aws_lambda_powertools import Logger
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
-from render_contract import execution_input, ids, layout, names, plan
+from render_contract import execution_input, ids, layout, names, output_names, plan
 from render_contract.errors import (
     BlendFileUnreadable,
     InputNotFound,
@@ -183,7 +183,7 @@ def _handle(event: Any) -> dict[str, Any]:
         chunks=chunks,
         allow_scripts=request.allow_scripts,
         python_use=list(facts.python_use),
-        output_path=scene.output.path,
+        output_path=output_path(scene, main_file),
         use_file_extension=scene.output.use_file_extension,
         color_mode=scene.output.color_mode,
         color_depth=scene.output.color_depth,
@@ -265,6 +265,26 @@ def _newest_error_record(s3: Any, bucket: str, job_id: str, stage: str) -> dict[
     except (ValueError, ClientError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def output_path(scene: blend_facts.SceneFacts, main_file: str) -> str:
+    """The scene's output path with Blender 5's path templates filled in (``{blend_name}``, ``{scene_name}``...),
+    as the worker's Blender will: frames are named from it at download. A template this cannot reproduce (a
+    format specifier) stays as written and is logged."""
+    output = scene.output
+    variables = {
+        "blend_name": posixpath.basename(main_file).removesuffix(".blend"),
+        "fps": repr(output.fps),
+        "resolution_x": str(scene.resolution_x * scene.resolution_percentage // 100),  # the rendered size
+        "resolution_y": str(scene.resolution_y * scene.resolution_percentage // 100),
+        "scene_name": scene.name,
+        "camera_name": output.camera_name,
+    }
+    try:
+        return output_names.expand_templates(output.path, variables)
+    except ValueError as error:
+        logger.warning("output path kept as written", extra={"path": output.path[:200], "reason": str(error)})
+        return output.path
 
 
 def _main_file_name(key: str) -> str:

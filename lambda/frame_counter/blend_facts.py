@@ -122,6 +122,10 @@ class OutputFacts:
     exr_codec: str = ""
     file_output_nodes: tuple[str, ...] = ()
     """``<node name>: <folder><file name>`` of each unmuted compositor File Output node (their files come back)."""
+    camera_name: str = ""
+    """``scene.camera``'s name: the ``{camera_name}`` of Blender 5's path templates."""
+    fps: float = 0.0
+    """``frs_sec / frs_sec_base`` in Blender's own float arithmetic: the ``{fps}`` of path templates."""
 
 
 @dataclass(frozen=True)
@@ -606,6 +610,8 @@ def _output_facts(scene: blendfile.BlendFileBlock) -> OutputFacts:
         quality=im_format(b"quality"),
         exr_codec=EXR_CODECS.get(im_format(b"exr_codec"), ""),
         file_output_nodes=_file_output_nodes(scene),
+        camera_name=_scene_name(camera) if (camera := _deref(scene, b"camera")) is not None else "",
+        fps=int(scene.get((b"r", b"frs_sec"))) / float(scene.get((b"r", b"frs_sec_base"))),
     )
 
 
