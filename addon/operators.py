@@ -92,7 +92,8 @@ class RENDER_OT_aws_submit(bpy.types.Operator):
             blender_runtime=None if props.blender_runtime == FILES_BLENDER else props.blender_runtime,
             origin=blend,
         )
-        runtime.start_submit(scene, settings, request, output_dir(scene, blend), copy.parent)
+        root = blend.parent if props.download_to_output_path else None
+        runtime.start_submit(scene, settings, request, output_dir(scene, blend), copy.parent, output_root=root)
         self.report({"INFO"}, f"Submitting {job_name!r} to {runtime.connection_label(settings)}")
         return {"FINISHED"}
 

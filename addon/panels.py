@@ -75,6 +75,7 @@ class RENDER_PT_aws(bpy.types.Panel):
         sub.prop(props, "frames_per_job", text="")
         col.prop(props, "allow_scripts")
         col.prop(props, "blender_runtime")
+        col.prop(props, "download_to_output_path")
 
         row = layout.row()
         row.scale_y = 1.5
@@ -121,6 +122,13 @@ def draw_job(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobView | N
         op.key, op.submit_anyway = item.key, True
         op = row.operator("render.aws_missing_decision", text="Stop", icon="CANCEL")
         op.key, op.submit_anyway = item.key, False
+
+    if view is not None and view.deliveries:
+        col = layout.column(align=True)
+        col.label(text="Will come back:", icon="FILE_IMAGE")
+        for line in view.deliveries:
+            for part in line.split("; "):
+                col.label(text=part)
 
     if view is not None and view.python_use:
         col = layout.column(align=True)

@@ -34,6 +34,11 @@ class RenderOnAwsJob(bpy.types.PropertyGroup):
     output_dir: StringProperty(name="Output folder", subtype="DIR_PATH")
     video_path: StringProperty(name="Video", subtype="FILE_PATH")
     frames_dir: StringProperty(name="Frames", subtype="DIR_PATH")
+    output_root: StringProperty(
+        name="Output path root",
+        description="The .blend's folder when the job downloads into the scene's output path (empty: its own folder)",
+        subtype="DIR_PATH",
+    )
     error: StringProperty(name="Error")
     cause: StringProperty(name="Cause")
     log_uri: StringProperty(name="Log location")
@@ -66,6 +71,13 @@ class RenderOnAwsSceneSettings(bpy.types.PropertyGroup):
         description="Which Blender renders on the farm: the file's own series (frames match your F12), or another",
         items=RUNTIME_ITEMS,
         default=FILES_BLENDER,
+    )
+    download_to_output_path: BoolProperty(
+        name="Download into the Output Path",
+        description="Write the frames and File Output node files where the scene's output paths put them, as Render "
+        "Animation would (files of the same names there are replaced). Off: into <output folder>/<job id>/, so two "
+        "jobs never overwrite each other",
+        default=False,
     )
     jobs: CollectionProperty(type=RenderOnAwsJob)
     active_job_index: IntProperty(name="Job", default=-1)

@@ -70,6 +70,7 @@ def start_submit(
     request: SubmitRequest,
     output_dir: Path,
     work_dir: Path,
+    output_root: Path | None = None,
 ) -> str:
     """Adds the job to the scene's list and starts its thread; returns the job's key."""
     key = f"pending-{time.time_ns():x}"
@@ -81,8 +82,10 @@ def start_submit(
     item.submitted = datetime.now().strftime("%Y-%m-%d %H:%M")
     item.connection = connection_label(settings)
     item.output_dir = str(output_dir)
+    item.output_root = str(output_root or "")
     props.active_job_index = len(props.jobs) - 1
     options = tasks.default_options(settings, output_dir, PREVIEW_DIR, work_dir=work_dir)
+    options.output_root = output_root
     _start(tasks.JobTask(key, settings, _publisher(), options, request=request, job_name=item.job_name))
     return key
 
@@ -93,6 +96,7 @@ def attach(scene: bpy.types.Scene, item: RenderOnAwsJob, settings: ConnectionSet
         return None
     output_dir = Path(item.output_dir) if item.output_dir else Path(tempfile.mkdtemp(prefix="render_on_aws_"))
     options = tasks.default_options(settings, output_dir, PREVIEW_DIR)
+    options.output_root = Path(item.output_root) if item.output_root else None
     task = tasks.JobTask(
         item.key, settings, _publisher(), options, job_name=item.job_name, execution_arn=item.execution_arn
     )
@@ -106,6 +110,7 @@ def start_resume(item: RenderOnAwsJob, settings: ConnectionSettings) -> str | No
         return None
     output_dir = Path(item.output_dir) if item.output_dir else Path(tempfile.mkdtemp(prefix="render_on_aws_"))
     options = tasks.default_options(settings, output_dir, PREVIEW_DIR)
+    options.output_root = Path(item.output_root) if item.output_root else None
     item.error = item.cause = ""
     task = tasks.JobTask(
         item.key, settings, _publisher(), options, job_name=item.job_name, execution_arn=item.execution_arn, resume=True

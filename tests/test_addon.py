@@ -390,3 +390,34 @@ def test_missing_files_stop_before_any_upload(local_cloud: LocalCloudProcess, ti
     got = _run_with_args(MISSING_FILES, local_cloud, tmp_path, [tiny_scene, tmp_path / "out"])
     assert any("lost.png" in line for line in got["missing"]), got
     assert got["state"] == "stopped" and got["arn"] == ""
+
+
+INTO_OUTPUT_PATH = r"""
+use_local()
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+scene = bpy.context.scene
+scene.render.filepath = "//renders/shot_##"
+scene.render_on_aws.download_to_output_path = True
+bpy.ops.wm.save_mainfile()
+bpy.ops.render.aws_submit()
+said = []
+def until_done():
+    if view() is not None and view().deliveries and not said:
+        said.extend(view().deliveries)
+    return finished()
+drive(until_done)
+result(state=job().state, said=said, frames_dir=job().frames_dir, output_root=job().output_root)
+"""
+
+
+def test_the_panel_downloads_into_the_output_path_and_says_what_comes_back(
+    local_cloud: LocalCloudProcess, tmp_path: Path
+) -> None:
+    """The panel's checkbox: frames land where F12 Render Animation writes them; the job says so before."""
+    blend = make_scene(tmp_path / "shot" / "shot.blend", "--frame-end", "2", "--resolution", "32", "18")
+    got = _run_with_args(INTO_OUTPUT_PATH, local_cloud, tmp_path, [blend])
+    assert got["state"] == "done", got
+    renders = blend.parent / "renders"
+    assert got["said"][0] == f"frames: 2 x PNG 8-bit RGBA, named shot_01.png ... shot_02.png, into {renders}/", got
+    assert sorted(path.name for path in renders.glob("*.png")) == ["shot_01.png", "shot_02.png"]
+    assert Path(got["frames_dir"]) == renders and got["output_root"] == str(blend.parent)

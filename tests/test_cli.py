@@ -31,6 +31,24 @@ def test_bad_arguments_are_invalid_input(local_cloud: LocalCloudProcess, args: l
     assert last_line(result.stderr).startswith(expected)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--with-frames"],
+        ["--with-frames", "--wait"],
+        ["--download-to-output-path"],
+    ],
+)
+def test_download_options_need_their_companions(
+    local_cloud: LocalCloudProcess, tiny_scene: Path, args: list[str]
+) -> None:
+    """Refused before anything is uploaded, with the option it lacks named."""
+    result = run_cli(local_cloud, "submit", str(tiny_scene), *args)
+    assert result.returncode == 1
+    assert last_line(result.stderr).startswith("InvalidInput: --")
+    assert "submitted job" not in result.stderr
+
+
 def test_a_missing_file_is_named(local_cloud: LocalCloudProcess, tmp_path: Path) -> None:
     result = run_cli(local_cloud, "submit", str(tmp_path / "nowhere.blend"))
     assert result.returncode == 1
@@ -65,7 +83,10 @@ def test_status_and_download_of_a_finished_job(
     assert downloaded.returncode == 0, downloaded.stderr
     paths = [Path(line) for line in downloaded.stdout.split()]
     assert paths[0].name == "tiny.mp4" and paths[0].stat().st_size > 0
-    assert sorted(path.name for path in paths[1:]) == [f"{frame:06d}.png" for frame in range(1, 7)]
+    # Named as F12 names them: the scene's output path is Blender's default "/tmp/" (a folder: 4-digit frames),
+    # inside a folder of the job's own.
+    assert sorted(path.name for path in paths[1:]) == [f"{frame:04d}.png" for frame in range(1, 7)]
+    assert {path.parent for path in paths[1:]} == {tmp_path / "dl" / job_id}
 
 
 def worker_processes(cloud: LocalCloudProcess) -> list[psutil.Process]:

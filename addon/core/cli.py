@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -20,11 +21,13 @@ from render_contract.errors import (
     UnbakedSimulation,
 )
 from render_contract.ids import ARTIST_TAG
+from render_contract.plan import Plan
 from render_contract.runtimes import available
 
+from . import deliveries
 from .connection import DEFAULT_STACK, Connection, ConnectionSettings
 from .download_paths import SkippedKey
-from .downloading import download
+from .downloading import download, download_job
 from .following import JobStatus, JobWatcher, poll_interval, wait
 from .jobref import JobRef
 from .preparing import SubmitRequest, prepare
@@ -93,6 +96,19 @@ def parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
     submit.add_argument("--download", type=Path, metavar="DIR", help="with --wait: download the video here")
+    submit.add_argument(
+        "--with-frames",
+        action="store_true",
+        help="with --download: also the frames (named as the scene's output path names them) and the compositor's "
+        "File Output node files, into DIR/<job id>/",
+    )
+    submit.add_argument(
+        "--download-to-output-path",
+        action="store_true",
+        help="with --wait: write the frames and File Output node files where the scene's output paths put them "
+        "(relative to the .blend's folder), as Render Animation would; the video goes next to the frames "
+        "unless --download DIR says otherwise",
+    )
 
     for name, text in (("status", "show a job's state"), ("cancel", "stop a job and its Batch jobs")):
         command = commands.add_parser(name, help=text)
@@ -106,7 +122,18 @@ def parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="download a finished job's video")
     download.add_argument("job_id")
     download.add_argument("directory", type=Path)
-    download.add_argument("--with-frames", action="store_true", help="also download every frame")
+    download.add_argument(
+        "--with-frames",
+        action="store_true",
+        help="also every frame (named as the scene's output path names them) and File Output node file, "
+        "into DIRECTORY/<job id>/",
+    )
+    download.add_argument(
+        "--into-output-path",
+        action="store_true",
+        help="DIRECTORY is the .blend's folder ('//'): write the frames and File Output node files where the "
+        "scene's output paths put them below it, as Render Animation would (implies --with-frames)",
+    )
     return main
 
 
@@ -122,6 +149,9 @@ class ProgressPrinter:
         self._warned_python = False
         self._warned_runtime = False
         self.blender = ""
+        self._told_deliveries = False
+        self.destination: Callable[[Plan], str] = lambda plan: deliveries.DEFAULT_DESTINATION
+        """Where the frames will land, for "what will come back" (known once the plan is)."""
 
     def upload(self, done: int, total: int) -> None:
         self._show(f"{bar(done, total)} uploading {done / 1e6:.1f}/{total / 1e6:.1f} MB")
@@ -135,6 +165,10 @@ class ProgressPrinter:
             self._warned_runtime, self.blender = True, status.blender
             self.done()
             say_runtime(status, self.stream)
+        if status.plan is not None and not self._told_deliveries:
+            self._told_deliveries = True
+            self.done()
+            tell_deliveries(status.plan, self.destination(status.plan), self.stream)
         eta = self.last_eta = self.eta.update(status.frames_done, status.frames_total)
         self._show(f"{bar(status.frames_done, status.frames_total)} {describe(status, eta)}")
 
@@ -164,19 +198,45 @@ def run(args: argparse.Namespace) -> int:
     def interval(status: JobStatus) -> float:
         return args.poll_interval or poll_interval(settings.is_local, status.phase, printer.last_eta)
 
+    blend = getattr(args, "blend", None)
+    into_output_path = bool(getattr(args, "download_to_output_path", False))
+    root = blend.resolve().parent if blend is not None and into_output_path else None
+    with_frames = bool(getattr(args, "with_frames", False)) or into_output_path
+    download_dir: Path | None = getattr(args, "download", None)
+
+    def destination(plan: Plan, job_id: str) -> str:
+        if root is not None:
+            return f"{deliveries.output_folder(plan, root)}{os.sep}"
+        if download_dir is not None and with_frames:
+            return f"{download_dir / job_id}{os.sep}"
+        return f"{deliveries.DEFAULT_DESTINATION} (download JOB DIR --with-frames: DIR/<job id>/)"
+
     def follow(job: JobRef) -> int:
+        printer.destination = lambda plan: destination(plan, job.job_id)
         status = wait(connection, job, printer.job, interval)
         printer.done()
         status.raise_for_failure()
-        if args.download:
-            video = download(connection, job, args.download)[0]
-            print(f"video: {video}", file=sys.stderr)
-            print(video)
+        if download_dir is not None or root is not None:
+            directory = download_dir
+            if directory is None:
+                assert root is not None and status.plan is not None
+                directory = deliveries.output_folder(status.plan, root)
+            result = download_job(connection, job, directory, frames=with_frames, output_root=root)
+            for item in result.skipped:
+                _warn_skipped(item)
+            print(f"video: {result.video}", file=sys.stderr)
+            if result.frames:
+                print(f"frames: {len(result.frames)} in {result.frames[0].parent}", file=sys.stderr)
+            if result.outputs:
+                print(f"File Output node files: {len(result.outputs)}", file=sys.stderr)
+            print(result.video)
         return 0
 
     if args.command == "submit":
-        if args.download and not args.wait:
-            raise InvalidInput("--download needs --wait")
+        if (args.download or args.download_to_output_path) and not args.wait:
+            raise InvalidInput("--download and --download-to-output-path need --wait")
+        if args.with_frames and not args.download:
+            raise InvalidInput("--with-frames needs --download DIR")
         start, end = args.frames or (None, None)
         request = SubmitRequest(
             blend=args.blend,
@@ -222,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
             warn_python_use(status.python_use, sys.stderr)
         if status.blender:
             say_runtime(status, sys.stderr)
+        if status.plan is not None:
+            tell_deliveries(status.plan, destination(status.plan, job.job_id), sys.stderr)
         print(f"{job.job_id}: {describe(status)}")
         status.raise_for_failure()
         return 0
@@ -229,9 +291,24 @@ def run(args: argparse.Namespace) -> int:
         stop(connection, job)
         print(f"cancelled {job.job_id}", file=sys.stderr)
         return 0
-    for path in download(connection, job, args.directory, frames=args.with_frames, on_skipped=_warn_skipped):
+    into = args.into_output_path
+    paths = download(
+        connection,
+        job,
+        args.directory,
+        frames=args.with_frames or into,
+        on_skipped=_warn_skipped,
+        output_root=args.directory if into else None,
+    )
+    for path in paths:
         print(path)
     return 0
+
+
+def tell_deliveries(plan: Plan, destination: str, stream: TextIO) -> None:
+    """What will come back (formats, names, where, video), from the plan, before the frames are rendered."""
+    for line in deliveries.describe(plan, destination):
+        print(f"will come back: {line}", file=stream)
 
 
 def warn_python_use(python_use: tuple[str, ...], stream: TextIO) -> None:

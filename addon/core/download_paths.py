@@ -13,7 +13,7 @@ from __future__ import annotations
 import os.path
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import ClassVar
@@ -110,23 +110,32 @@ def fold(parts: Iterable[str]) -> tuple[str, ...]:
     return tuple(unicodedata.normalize("NFC", part).casefold() for part in parts)
 
 
-def plan(target: str | os.PathLike[str], prefix: str, keys: Iterable[str], path: ModuleType = os.path) -> DownloadPlan:
+def plan(
+    target: str | os.PathLike[str],
+    prefix: str,
+    keys: Iterable[str],
+    path: ModuleType = os.path,
+    names: Mapping[str, str] | None = None,
+) -> DownloadPlan:
     """Maps each key to its local path so no file is written twice and none is both a file and a folder.
 
     Keys are taken in order (S3 lists them sorted); a key colliding with one already planned is skipped, so the
-    outcome never depends on the order downloads finish in, nor on the disk's case sensitivity.
+    outcome never depends on the order downloads finish in, nor on the disk's case sensitivity. ``names`` gives a
+    key its own relative name (``/``-separated: the scene's ``shot010_0001.png`` for ``frames/000001.png``),
+    judged by the same rules as a key; other keys are named by their path below ``prefix``.
     """
     files: list[tuple[str, str]] = []
     skipped: list[SkippedKey] = []
     planned_files: dict[tuple[str, ...], str] = {}
     planned_folders: dict[tuple[str, ...], str] = {}
     for key in keys:
+        named = key if names is None or key not in names else prefix + names[key]
         try:
-            local = local_path(target, prefix, key, path)
+            local = local_path(target, prefix, named, path)
         except UnsafeKey as reason:
             skipped.append(SkippedKey(key, str(reason)))
             continue
-        name = fold(relative_parts(prefix, key))
+        name = fold(relative_parts(prefix, named))
         folders = [name[:depth] for depth in range(1, len(name))]
         if name in planned_files:
             skipped.append(SkippedKey(key, f"same file as {planned_files[name]!r} on a case-insensitive disk"))

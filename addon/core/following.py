@@ -21,9 +21,17 @@ from datetime import datetime
 from typing import Any
 
 import botocore.exceptions
-from render_contract.errors import BATCH_CAPACITY_PREFIX, JobCancelled, RenderFailed, from_name, readable_cause
+from render_contract.errors import (
+    BATCH_CAPACITY_PREFIX,
+    InvalidInput,
+    JobCancelled,
+    RenderFailed,
+    from_name,
+    readable_cause,
+)
 from render_contract.layout import S3Uri, frame_from_key, frames_prefix, plan_key
 from render_contract.phases import EXECUTION_TERMINAL_STATES, Phase
+from render_contract.plan import Plan
 
 from . import history
 from .connection import Connection
@@ -95,6 +103,8 @@ class JobStatus:
     """``"Name: message"`` warnings about that runtime (another series than the file's, a version mismatch)."""
     waiting_for_capacity: CapacityWait | None = None
     """Set while the current Batch job waits for an instance (see CAPACITY_NOTICE_SECONDS)."""
+    plan: Plan | None = None
+    """The job's plan once the frame counter wrote it (what will come back: :mod:`.deliveries`)."""
     error: str | None = None
     cause: str | None = None
     video_key: str | None = None
@@ -133,6 +143,7 @@ class JobWatcher:
         self._running_polls = 0
         self._batch_job_id: str | None = None
         self._capacity: CapacityWait | None = None
+        self._plan: Plan | None = None
         self.calls = 0
 
     def poll(self) -> JobStatus:
@@ -161,6 +172,7 @@ class JobWatcher:
         status.frames_total = self._frames_total
         status.python_use = self._python_use
         status.blender, status.runtime_notices = self._blender, self._runtime_notices
+        status.plan = self._plan
         if self._frames_total is not None:
             self._running_polls += 1 if state == "RUNNING" else 0
             # The first poll lists the frames; the job is looked up sooner (every 3rd) than it is described.
@@ -225,6 +237,10 @@ class JobWatcher:
         self._plan_seen = True
         self._blender = str(plan.get("blender_runtime_version") or "")
         self._runtime_notices = tuple(str(item) for item in plan.get("runtime_notices", ()))
+        try:
+            self._plan = Plan.from_json(body)
+        except (InvalidInput, TypeError, ValueError):  # a plan of another version: progress still works
+            self._plan = None
         self._planned = list(range(plan["frame_start"], plan["frame_end"] + 1, plan["frame_step"]))
         if plan.get("fps_num") and plan.get("fps_den"):
             self._fps = plan["fps_num"] / plan["fps_den"]

@@ -15,6 +15,8 @@ budget. Previews come coarse to fine (:func:`~.flipbook.fetch_order`), a few per
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import sys
 import threading
@@ -30,11 +32,12 @@ from render_contract import ids
 from render_contract.errors import ConnectionFailed, JobCancelled, RenderOnAwsError, UnexpectedError
 from render_contract.layout import errors_prefix
 from render_contract.phases import FINISHED_PHASES, Phase
+from render_contract.plan import Plan
 
-from . import history
+from . import deliveries, history
 from .budget import CallBudget
 from .connection import Connection, ConnectionSettings, connect
-from .downloading import download, frames_folder
+from .downloading import download_job
 from .flipbook import fetch_order
 from .following import JobStatus, JobWatcher, poll_interval
 from .jobref import JobRef
@@ -43,6 +46,7 @@ from .previews import fetch_previews, preview_path
 from .progress import EtaEstimator, describe, format_duration
 from .starting import resume, stop, submit_prepared
 
+log = logging.getLogger(__name__)
 AWS_PREVIEW_SECONDS = 10.0
 """On AWS previews are fetched at most once a poll (they share the 12 calls a minute with polling)."""
 AWS_PREVIEWS_PER_POLL = 2
@@ -77,6 +81,8 @@ class JobView:
     """``"Name: message"`` warnings about that Blender (another series than the file's, a version mismatch)."""
     unbaked: tuple[str, ...] = ()
     """Simulations that are not baked (``UnbakedSimulation``), found before the upload: a warning, not a stop."""
+    deliveries: tuple[str, ...] = ()
+    """What will come back (formats, names, where, video), from the plan: :func:`.deliveries.describe`."""
     frames_done: int = 0
     frames_total: int = 0
     last_frame: int | None = None
@@ -115,6 +121,9 @@ class JobTaskOptions:
     preview_every: float
     previews_per_poll: int = LOCAL_PREVIEWS_PER_POLL
     download_frames: bool = True
+    output_root: Path | None = None
+    """The .blend's folder to download into the scene's output paths (as Render Animation writes); None: into
+    ``<output_dir>/<job id>/``."""
     work_dir: Path | None = None
     """The temporary copy of the .blend; removed once uploaded (or abandoned)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -343,6 +352,9 @@ class JobTask(threading.Thread):
             python_use=status.python_use,
             blender=status.blender,
             runtime_notices=status.runtime_notices,
+            deliveries=tuple(deliveries.describe(status.plan, self._destination(status.plan)))
+            if status.plan is not None
+            else (),
             error=status.error or "",
             cause=status.cause or "",
             calls=self.watcher.calls if self.watcher else 0,
@@ -381,11 +393,20 @@ class JobTask(threading.Thread):
         if status.state == "SUCCEEDED":
             target = self.options.output_dir / job.job_id
             target.mkdir(parents=True, exist_ok=True)
-            paths = download(connection, job, target, frames=self.options.download_frames)
-            frames_dir = frames_folder(target, job)
-            downloaded_frames = sorted(path for path in paths[1:] if path.parent == frames_dir)
-            if downloaded_frames and not self.previews_fetched:  # a job from before previews: its last frame
-                self._post(preview_path=str(downloaded_frames[-1]))
+            result = download_job(
+                connection,
+                job,
+                target,
+                frames=self.options.download_frames,
+                job_folder=target,
+                output_root=self.options.output_root,
+            )
+            for item in result.skipped:
+                log.warning("%s: %s", item.name, item)
+            paths = result.paths
+            frames_dir = result.frames[0].parent if result.frames else target
+            if result.frames and not self.previews_fetched:  # a job from before previews: its last frame
+                self._post(preview_path=str(result.frames[-1]))
             self._post(
                 phase=Phase.DONE,
                 text=f"done: {status.frames_total or 0} frames",
@@ -404,6 +425,12 @@ class JobTask(threading.Thread):
                 log_uri=log_uri,
                 log_group=log_group,
             )
+
+    def _destination(self, plan: Plan) -> str:
+        """Where the frames will land (the panel's "what will come back")."""
+        if self.options.output_root is not None:
+            return f"{deliveries.output_folder(plan, self.options.output_root)}{os.sep}"
+        return f"{self.options.output_dir / (plan.job_id or '<job id>')}{os.sep}"
 
     def _usage_text(self, connection: Connection, job: JobRef) -> str:
         try:

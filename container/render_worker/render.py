@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from render_contract import exitcodes, failures, layout
+from render_contract import exitcodes, failures, layout, output_names
 from render_contract.errors import (
     BlendFileUnreadable,
     CorruptFrame,
@@ -52,7 +52,10 @@ from . import fetch, preview, s3io, signals, verify, watchdog
 
 log = logging.getLogger("render_worker")
 UPLOAD_THREADS = 4
-FORMAT_OF_EXTENSION = {ext: fmt for fmt, ext in STILL_FORMATS.items()}
+FORMAT_OF_EXTENSION = {ext: fmt for fmt, ext in reversed(STILL_FORMATS.items())}
+"""Extension -> the plain format that writes it (``exr`` -> ``OPEN_EXR``) when the file asks for another."""
+NODE_DIR_PREFIX = "nodes-"
+"""Per-frame work folders of the compositor's File Output nodes (``<work>/nodes-<frame>/<relative dir>/...``)."""
 GPU_BACKENDS = ("OPTIX", "CUDA")
 """Tried in this order when ``RENDER_DEVICE=GPU``; bpy's wheel ships the kernels of both."""
 RENDER_TRIES = 2
@@ -145,6 +148,8 @@ class Renderer:
         self.scene = scene
         self._engine(plan.engine)
         self._output_format()
+        self.file_outputs = file_output_nodes(scene)
+        self.stitch_scene = self._stitch_scene() if plan.stitch_extension != self.extension else None
         self._threads()
         if os.environ.get("RENDER_DEVICE", "CPU").strip().upper() == "GPU":
             self._gpu()
@@ -162,19 +167,54 @@ class Renderer:
             render.use_persistent_data = True
 
     def _output_format(self) -> None:
-        """Writes the plan's still format; a file that asks for a movie (or an odd format) renders PNG frames."""
-        target = FORMAT_OF_EXTENSION.get(self.extension)
-        if target is None:
-            raise InvalidInput(f"plan's frame extension {self.extension!r} is not one of {sorted(FORMAT_OF_EXTENSION)}")
+        """Keeps the scene's own image settings when the plan writes its format (colour depth, colour mode, quality,
+        EXR codec, a multilayer EXR's every view layer and pass); a movie or a format the worker cannot verify
+        renders lossless PNG stills for the stitch (RGBA when the film is transparent, else RGB)."""
         settings = self.scene.render.image_settings
-        media = getattr(settings, "media_type", "IMAGE")  # Blender 5 splits images from videos
+        media = getattr(settings, "media_type", "IMAGE")  # Blender 5 splits images, multilayer images and videos
         asked = settings.file_format
-        if asked != target or media == "VIDEO":
-            if media == "VIDEO" or (media == "MULTI_LAYER_IMAGE" and target != "OPEN_EXR"):
+        if STILL_FORMATS.get(asked) == self.extension and media != "VIDEO":
+            log.info("writing the scene's own %s settings (%s)", asked, describe_settings(settings))
+        else:
+            target = FORMAT_OF_EXTENSION.get(self.extension)
+            if target is None:
+                raise InvalidInput(
+                    f"plan's frame extension {self.extension!r} is not one of {sorted(FORMAT_OF_EXTENSION)}"
+                )
+            if media != "IMAGE":
                 settings.media_type = "IMAGE"
             settings.file_format = target
-            log.info("output format forced from %s to %s", asked, target)
-        self.scene.render.use_file_extension = True
+            if target == "PNG":
+                settings.color_mode = "RGBA" if self.scene.render.film_transparent else "RGB"
+            log.info("output format forced from %s to %s (%s)", asked, target, describe_settings(settings))
+        render = self.scene.render
+        render.use_file_extension = True
+        render.use_overwrite = True  # the work folder is the worker's: F12's "skip existing" options do not apply
+        render.use_placeholder = False
+
+    def _stitch_scene(self) -> Any:
+        """A scene whose image settings save a multilayer EXR's composite as an 8-bit PNG for the stitch, with the
+        render's own colour management (view transform, look, exposure, gamma, display)."""
+        helper = self.bpy.data.scenes.new("render-on-aws-stitch")
+        settings = helper.render.image_settings
+        settings.file_format = "PNG"
+        settings.color_mode = "RGBA" if self.scene.render.film_transparent else "RGB"
+        settings.color_depth = "8"
+        for name in ("view_transform", "look", "exposure", "gamma"):
+            setattr(helper.view_settings, name, getattr(self.scene.view_settings, name))
+        helper.display_settings.display_device = self.scene.display_settings.display_device
+        return helper
+
+    def _stitch_image(self, exr: Path) -> Path:
+        """A multilayer EXR's first layer (the first view layer's combined pass, as Blender shows the file) as PNG,
+        through the scene's colour management: what the stitch encodes."""
+        png = exr.with_suffix(".png")
+        image = self.bpy.data.images.load(str(exr), check_existing=False)
+        try:
+            image.save_render(str(png), scene=self.stitch_scene)
+        finally:
+            self.bpy.data.images.remove(image)
+        return png
 
     def _threads(self) -> None:
         threads = render_threads()
@@ -210,18 +250,25 @@ class Renderer:
                 return
         raise RenderFailed("RENDER_DEVICE=GPU but Cycles found no OptiX or CUDA device (driver missing?)")
 
-    def render(self, frame: int) -> Path:
-        """Renders one frame to ``out_dir/<frame>.<ext>`` and checks the image is whole, rendering it again when it
-        is not. A frame that stays corrupt is ``CorruptFrame`` (retried), or ``NoSpace`` when the disk is full; a
-        failure Blender reports is ``RenderFailed``."""
+    def render(self, frame: int) -> RenderedFrame:
+        """Renders one frame to ``out_dir/<frame>.<ext>`` (and the File Output nodes' files for it) and checks every
+        image is whole, rendering it again when one is not. A frame that stays corrupt is ``CorruptFrame``
+        (retried), or ``NoSpace`` when the disk is full; a failure Blender reports is ``RenderFailed``."""
         why = ""
         for attempt in range(1, RENDER_TRIES + 1):
-            path = self._render_once(frame)
-            why = verify.file_defect(path, self.extension) or ""
+            rendered = self._render_once(frame)
+            why = verify.file_defect(rendered.path, self.extension) or ""
+            if not why and rendered.stitch_path is not None:
+                why = verify.file_defect(rendered.stitch_path) or ""
+            for relative, path in rendered.outputs.items():
+                if why:
+                    break
+                defect = verify.file_defect(path) if path.suffix.lower().lstrip(".") in verify.CHECKS else None
+                why = f"{relative}: {defect}" if defect else ""
             if not why:
-                return path
+                return rendered
             log.warning(
-                "frame %d: the image Blender wrote is not whole (%s); render %d of %d",
+                "frame %d: an image Blender wrote is not whole (%s); render %d of %d",
                 frame,
                 why,
                 attempt,
@@ -242,15 +289,32 @@ class Renderer:
             log.warning("frame %d: no preview (%s: %s)", frame, type(exc).__name__, exc)
             return None
 
-    def _render_once(self, frame: int) -> Path:
+    def _render_once(self, frame: int) -> RenderedFrame:
+        """Renders ``frame`` to the work folder. With File Output nodes it renders as F12 Render Animation does (a
+        one-frame animation), so the nodes name their files for the frame exactly as in the artist's Blender;
+        without, a still render (measured 30 % faster a frame with Cycles' persistent data, bpy 5.0.1)."""
         scene = self.scene
-        stem = self.out_dir / f"{frame:0{layout.FRAME_DIGITS}d}"
-        expected = stem.with_name(f"{stem.name}.{self.extension}")
+        nodes_dir = self.out_dir / f"{NODE_DIR_PREFIX}{frame}"
+        shutil.rmtree(nodes_dir, ignore_errors=True)
+        if self.file_outputs:
+            pattern = "#" * layout.FRAME_DIGITS
+            expected = self.out_dir / output_names.frame_name(pattern, frame, FORMAT_OF_EXTENSION[self.extension])
+            for node, relative in self.file_outputs:
+                set_node_directory(node, str(nodes_dir / relative) + os.sep)
+            scene.render.filepath = str(self.out_dir / pattern)
+            scene.frame_start = scene.frame_end = frame
+            scene.frame_step = 1
+        else:
+            stem = self.out_dir / f"{frame:0{layout.FRAME_DIGITS}d}"
+            expected = stem.with_name(f"{stem.name}.{self.extension}")
+            scene.render.filepath = str(stem)
         expected.unlink(missing_ok=True)
-        scene.render.filepath = str(stem)
         try:
-            scene.frame_set(frame)
-            result = self.bpy.ops.render.render(write_still=True, scene=scene.name)
+            if self.file_outputs:
+                result = self.bpy.ops.render.render(animation=True, scene=scene.name)
+            else:
+                scene.frame_set(frame)
+                result = self.bpy.ops.render.render(write_still=True, scene=scene.name)
         except RuntimeError as exc:
             raise attach_frame(RenderFailed(f"frame {frame}: {str(exc).strip()}"), frame) from exc
         if "FINISHED" not in result:
@@ -258,7 +322,76 @@ class Renderer:
         if not expected.is_file() or expected.stat().st_size == 0:
             _check_space(self.out_dir, frame)
             raise attach_frame(RenderFailed(f"frame {frame}: Blender wrote no image at {expected.name}"), frame)
-        return expected
+        outputs = {
+            path.relative_to(nodes_dir).as_posix(): path for path in sorted(nodes_dir.rglob("*")) if path.is_file()
+        }  # empty without File Output nodes (the folder does not exist)
+        stitch = self._stitch_image(expected) if self.stitch_scene is not None else None
+        return RenderedFrame(frame, expected, outputs, nodes_dir, stitch)
+
+
+@dataclass
+class RenderedFrame:
+    """One rendered frame: its main image and the File Output nodes' files (relative path -> local file)."""
+
+    frame: int
+    path: Path
+    outputs: dict[str, Path]
+    outputs_dir: Path
+    stitch_path: Path | None = None
+    """A multilayer EXR frame's composite as PNG (``frames/<NNNNNN>.png``), for the stitch."""
+
+    def cleanup(self) -> None:
+        self.path.unlink(missing_ok=True)
+        if self.stitch_path is not None:
+            self.stitch_path.unlink(missing_ok=True)
+        shutil.rmtree(self.outputs_dir, ignore_errors=True)
+
+
+def describe_settings(settings: Any) -> str:
+    """``PNG 16-bit RGBA``, ``JPEG quality 90``, ``OPEN_EXR_MULTILAYER 32-bit RGBA PIZ``: for the worker's log."""
+    parts = [str(settings.file_format)]
+    if getattr(settings, "color_depth", ""):
+        parts.append(f"{settings.color_depth}-bit")
+    parts.append(str(settings.color_mode))
+    if settings.file_format in ("JPEG", "WEBP"):
+        parts.append(f"quality {settings.quality}")
+    if settings.file_format.startswith("OPEN_EXR"):
+        parts.append(str(settings.exr_codec))
+    return " ".join(parts)
+
+
+def compositor_tree(scene: Any) -> Any:
+    """The compositor's node tree: ``scene.compositing_node_group`` in Blender 5, ``scene.node_tree`` in 4.x."""
+    if hasattr(scene, "compositing_node_group"):
+        return scene.compositing_node_group
+    return scene.node_tree if getattr(scene, "use_nodes", False) else None
+
+
+def node_directory(node: Any) -> str:
+    """A File Output node's folder: ``directory`` in Blender 5, ``base_path`` in 4.x."""
+    return str(node.directory if hasattr(node, "directory") else node.base_path)
+
+
+def set_node_directory(node: Any, directory: str) -> None:
+    if hasattr(node, "directory"):
+        node.directory = directory
+    else:
+        node.base_path = directory
+
+
+def file_output_nodes(scene: Any) -> list[tuple[Any, str]]:
+    """The compositor's unmuted File Output nodes with their folder relative to the .blend (``//comp/`` ->
+    ``comp``), as :func:`render_contract.output_names.node_relative_dir` files them under ``outputs/``."""
+    tree = compositor_tree(scene)
+    if tree is None or not scene.render.use_compositing:
+        return []
+    found = []
+    for node in tree.nodes:
+        if node.bl_idname == "CompositorNodeOutputFile" and not node.mute:
+            directory = node_directory(node)
+            found.append((node, output_names.node_relative_dir(directory)))
+            log.info("File Output node %r writes to %s: its files go to outputs/", node.name, directory)
+    return found
 
 
 def _check_space(directory: Path, frame: int) -> None:
@@ -358,16 +491,26 @@ def _render_frames(
     renderer = Renderer(blend, plan, out_dir)
     report.open_s = time.perf_counter() - t
 
-    def upload(frame: int, path: Path, preview_path: Path | None) -> None:
-        if preview_path is not None:  # first: a frame in S3 then has its preview (the panel asks for no listing)
+    def upload(rendered: RenderedFrame, preview_path: Path | None) -> None:
+        """The preview first (a frame in S3 then has its preview: the panel asks for no listing), then the File
+        Output nodes' files, the main image last: a frame in S3 means all of it is there."""
+        frame = rendered.frame
+        if preview_path is not None:
             try:
                 s3io.upload(s3, preview_path, bucket, layout.preview_key(plan.job_id, frame), "image/jpeg")
             except Exception as exc:  # a preview is a convenience: the frame still counts
                 log.warning("frame %d: preview not uploaded: %s", frame, exc)
             preview_path.unlink(missing_ok=True)
+        for relative, output in rendered.outputs.items():
+            key = layout.output_key(plan.job_id, relative)
+            s3io.upload_frame(s3, output, bucket, key, s3io.sha256_file(output))
+        if rendered.stitch_path is not None:
+            key = layout.frame_key(plan.job_id, frame, plan.stitch_extension)
+            s3io.upload_frame(s3, rendered.stitch_path, bucket, key, s3io.sha256_file(rendered.stitch_path))
+        path = rendered.path
         digest = s3io.sha256_file(path)  # of the bytes just verified: S3 refuses the PUT if the body differs
         s3io.upload_frame(s3, path, bucket, layout.frame_key(plan.job_id, frame, plan.frame_extension), digest)
-        path.unlink(missing_ok=True)
+        rendered.cleanup()
         if frame in recorded:  # an inert record otherwise (a frame in S3 never counts as failed), so only warn
             try:
                 s3.delete_object(Bucket=bucket, Key=layout.failed_key(plan.job_id, frame))
@@ -409,7 +552,7 @@ def _render_frames(
             t = time.perf_counter()
             try:
                 with guard.watch(frame):
-                    path = renderer.render(frame)
+                    rendered = renderer.render(frame)
             except PER_FRAME_FAILURES as exc:
                 failure = report.failed[frame] = frame_failure(frame, exc)
                 log.error("frame %d failed (%s: %s); going on with the chunk", frame, failure.error, failure.message)
@@ -421,7 +564,7 @@ def _render_frames(
             preview_path = renderer.write_preview(frame)
             report.preview_s += time.perf_counter() - t
             log.info("frame %d: render %.3f s", frame, elapsed)
-            pending.append(pool.submit(upload, frame, path, preview_path))
+            pending.append(pool.submit(upload, rendered, preview_path))
             for future in pending:  # surface a failed upload now rather than after the whole chunk
                 if future.done() and future.exception() is not None:
                     future.result()

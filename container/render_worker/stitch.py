@@ -106,7 +106,7 @@ def video_key(plan: Plan) -> str:
 def check_frames(plan: Plan, s3: Any, bucket: str) -> list[int]:
     """The planned frames, in order, after checking every one is in S3 (one listing)."""
     frames = plan.frames
-    present = s3io.list_frames(s3, bucket, plan.job_id, plan.frame_extension)
+    present = s3io.list_frames(s3, bucket, plan.job_id, plan.stitch_extension)
     missing = [f for f in frames if f not in present]
     if missing:
         raise attach_frame(
@@ -121,13 +121,13 @@ def check_frames(plan: Plan, s3: Any, bucket: str) -> list[int]:
 def opens_blend(plan: Plan) -> bool:
     """Whether the stitch opens the .blend with bpy: a movie output (its settings and sound) or scene-linear frames
     (made display-referred with the scene's colour management). A PNG stills job never imports Blender."""
-    return bool(plan.video_container) or display.is_scene_linear(plan.frame_extension)
+    return bool(plan.video_container) or display.is_scene_linear(plan.stitch_extension)
 
 
 def stitch(plan: Plan, s3: Any, bucket: str, workdir: Path | None = None) -> str:
     """Makes and uploads the video; returns its key."""
     frames = check_frames(plan, s3, bucket)
-    ext = plan.frame_extension
+    ext = plan.stitch_extension
     key = video_key(plan)
     extension = PurePosixPath(key).suffix.lstrip(".") or PREVIEW_EXTENSION
     with tempfile.TemporaryDirectory(prefix="stitch-", dir=workdir) as tmp:
@@ -168,7 +168,7 @@ def stitch(plan: Plan, s3: Any, bucket: str, workdir: Path | None = None) -> str
 
 def _download_frames(plan: Plan, s3: Any, bucket: str, frames: list[int], seq: Path) -> Path:
     """Every frame, verified, as ``seq/<position>.<ext>`` (positions 0..n-1 in plan order)."""
-    ext = plan.frame_extension
+    ext = plan.stitch_extension
     seq.mkdir()
 
     def fetch_one(item: tuple[int, int]) -> str | None:

@@ -4,6 +4,7 @@
 ``jobs/<jobId>/manifest.json``           relative path -> hash, and the main file (:mod:`.manifest`)
 ``jobs/<jobId>/job.json``                the plan (:mod:`.plan`)
 ``jobs/<jobId>/frames/<frame>.<ext>``    rendered frames, six-digit frame numbers
+``jobs/<jobId>/outputs/<path>``          File Output node files, at their path relative to the .blend's folder
 ``jobs/<jobId>/errors/<what>.json``      the worker's account of a failure (name, message, frame)
 ``jobs/<jobId>/previews/<frame>.jpg``    a small display-referred JPEG of each frame (the panel's flipbook)
 ``jobs/<jobId>/failed/<frame>.json``     a frame that failed for good in its latest try (:mod:`.failures`)
@@ -113,6 +114,22 @@ def failed_prefix(job_id: str) -> str:
 def failed_key(job_id: str, frame: int) -> str:
     """One record per failed frame: the worker that renders the frame later (a resume) deletes it."""
     return f"{failed_prefix(job_id)}{frame:0{FRAME_DIGITS}d}.json"
+
+
+def outputs_prefix(job_id: str) -> str:
+    """``jobs/<jobId>/outputs/``: the compositor's File Output node files (see :mod:`.output_names`)."""
+    return job_prefix(job_id) + "outputs/"
+
+
+def output_key(job_id: str, relative: str) -> str:
+    """The key of a File Output node file at ``relative`` (POSIX, below the .blend's folder as Blender wrote it)."""
+    parts = relative.split("/")
+    if not relative or any(part in ("", ".", "..") for part in parts):
+        raise InvalidInput(f"not a relative output path: {relative!r:.200}")
+    key = outputs_prefix(job_id) + relative
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidInput(f"output path too long for an S3 key ({MAX_KEY_BYTES} bytes): {relative!r:.200}")
+    return key
 
 
 def errors_prefix(job_id: str) -> str:

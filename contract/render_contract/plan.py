@@ -18,8 +18,20 @@ from .ids import JOB_ID_LIMIT
 PLAN_VERSION = 1
 MAX_ARRAY_SIZE = 10_000
 """AWS Batch array jobs hold 2 to 10,000 children; one chunk runs as a plain job."""
-STILL_FORMATS = {"PNG": "png", "JPEG": "jpg", "OPEN_EXR": "exr", "TIFF": "tif", "BMP": "bmp", "WEBP": "webp"}
-"""Formats the worker writes as they are; anything else (movies, odd formats) is rendered to PNG."""
+STILL_FORMATS = {
+    "PNG": "png",
+    "JPEG": "jpg",
+    "OPEN_EXR": "exr",
+    "OPEN_EXR_MULTILAYER": "exr",
+    "TIFF": "tif",
+    "BMP": "bmp",
+    "WEBP": "webp",
+}
+"""Formats the worker writes as the scene sets them (depth, colour mode, quality, codec, every view layer and pass
+of a multilayer EXR); anything else (movies, formats the worker cannot verify) is rendered to PNG."""
+
+
+MULTILAYER_FORMAT = "OPEN_EXR_MULTILAYER"
 MOVIE_CONTAINERS = {
     "MPEG4": "mp4",
     "QUICKTIME": "mov",
@@ -164,6 +176,19 @@ class Plan:
     """The submitter's own Blender (``bpy.app.version``), when the client sent it."""
     runtime_notices: list[str] = field(default_factory=list)
     """``"Name: message"`` warnings about the runtime (another series than the file's, a Blender mismatch)."""
+    output_path: str = ""
+    """The scene's output path (``render.filepath``, e.g. ``//renders/shot010_####``): frames are named from it at
+    download (:mod:`.output_names`); the farm's keys stay ``frames/<NNNNNN>.<ext>``."""
+    use_file_extension: bool = True
+    color_mode: str = ""
+    """The scene's image settings as the frame counter read them (``BW``/``RGB``/``RGBA``, ``8``/``16``/``32``...,
+    JPEG/WebP quality, EXR codec): the worker keeps the file's own; these say what will come back."""
+    color_depth: str = ""
+    quality: int = 0
+    exr_codec: str = ""
+    file_output_nodes: list[str] = field(default_factory=list)
+    """``<node name>: <path>`` of each compositor File Output node the frame counter found: their files come back
+    too (the worker finds the nodes itself; this is what the client says before the render)."""
     version: int = PLAN_VERSION
 
     @property
@@ -173,6 +198,14 @@ class Plan:
     @property
     def fps(self) -> Fraction:
         return Fraction(self.fps_num, self.fps_den)
+
+    @property
+    def stitch_extension(self) -> str:
+        """The frames the stitch encodes: the main frames, except a multilayer EXR's (FFmpeg cannot read multi-part
+        EXR), whose first layer the worker also stores as ``frames/<NNNNNN>.png``."""
+        return (
+            "png" if self.file_format == MULTILAYER_FORMAT and self.frame_extension == "exr" else self.frame_extension
+        )
 
     def chunk_frames(self, index: int) -> list[int]:
         if not 0 <= index < len(self.chunks):

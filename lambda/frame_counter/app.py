@@ -35,7 +35,7 @@ import boto3
 from aws_lambda_powertools import Logger
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
-from render_contract import execution_input, failures, ids, layout, names, plan, runtimes
+from render_contract import execution_input, failures, ids, layout, names, output_names, plan, runtimes
 from render_contract.errors import (
     BATCH_CAPACITY_PREFIX,
     BlendFileUnreadable,
@@ -166,6 +166,7 @@ def _handle(event: Any) -> dict[str, Any]:
         logger.info("frames per job raised", extra={"asked": wanted, "used": frames_per_job})
 
     job_name = request.job_name or clean_display_name(posixpath.basename(main_file).removesuffix(".blend")) or "render"
+    scene_output_path = output_path(scene, main_file)
     job_plan = plan.Plan(
         job_id=job_id,
         job_name=job_name,
@@ -186,7 +187,7 @@ def _handle(event: Any) -> dict[str, Any]:
         input_uri=str(request.source),
         main_file=main_file,
         output_uri=layout.job_uri(settings.bucket, job_id),
-        video_key=_video_key(job_id, job_name, scene.movie_container, scene.output_path),
+        video_key=_video_key(job_id, job_name, scene.movie_container, scene_output_path),
         video_container=scene.movie_container,
         frames_per_job=frames_per_job,
         frames_per_job_raised=raised,
@@ -197,6 +198,13 @@ def _handle(event: Any) -> dict[str, Any]:
         blender_runtime_version=runtime.bpy_version,
         artist_blender_version=request.blender_version or "",
         runtime_notices=list(runtime.notices),
+        output_path=scene_output_path,
+        use_file_extension=scene.output.use_file_extension,
+        color_mode=scene.output.color_mode,
+        color_depth=scene.output.color_depth,
+        quality=scene.output.quality,
+        exr_codec=scene.output.exr_codec,
+        file_output_nodes=list(scene.output.file_output_nodes),
     )
     plan_key = layout.plan_key(job_id)
     s3.put_object(
@@ -364,6 +372,26 @@ def _newest_error_record(s3: Any, bucket: str, job_id: str, stage: str) -> dict[
     except (ValueError, ClientError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def output_path(scene: blend_facts.SceneFacts, main_file: str) -> str:
+    """The scene's output path with Blender 5's path templates filled in (``{blend_name}``, ``{scene_name}``...),
+    as the worker's Blender will: frames are named from it at download. A template this cannot reproduce (a
+    format specifier) stays as written and is logged."""
+    output = scene.output
+    variables = {
+        "blend_name": posixpath.basename(main_file).removesuffix(".blend"),
+        "fps": repr(output.fps),
+        "resolution_x": str(scene.resolution_x * scene.resolution_percentage // 100),  # the rendered size
+        "resolution_y": str(scene.resolution_y * scene.resolution_percentage // 100),
+        "scene_name": scene.name,
+        "camera_name": output.camera_name,
+    }
+    try:
+        return output_names.expand_templates(output.path, variables)
+    except ValueError as error:
+        logger.warning("output path kept as written", extra={"path": output.path[:200], "reason": str(error)})
+        return output.path
 
 
 def _main_file_name(key: str) -> str:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import errno
 import gzip
+import itertools
 import logging
 import os
 import re
 import shutil
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,34 @@ _UNREADABLE = (
 )
 
 
+R_EXTENSION = 1 << 4
+"""``RenderData.scemode`` bit of ``use_file_extension`` (read back from files bpy 5.0.1 wrote)."""
+R_IMF_PLANES = {8: "BW", 24: "RGB", 32: "RGBA"}
+"""``ImageFormatData.planes`` -> ``color_mode``."""
+R_IMF_CHAN_DEPTH = {1: "1", 2: "8", 4: "10", 8: "12", 16: "16", 32: "24", 64: "32"}
+"""``ImageFormatData.depth`` (one bit per depth) -> ``color_depth``."""
+EXR_CODECS = {0: "NONE", 1: "PXR24", 2: "ZIP", 3: "PIZ", 4: "RLE", 5: "ZIPS", 6: "B44", 7: "B44A", 8: "DWAA", 9: "DWAB"}
+"""``ImageFormatData.exr_codec`` -> ``exr_codec`` (bpy 5.0.1's enum values)."""
+
+
+@dataclass(frozen=True)
+class OutputFacts:
+    """The scene's output path and image settings, in RNA names (empty when the file does not say)."""
+
+    path: str = ""
+    use_file_extension: bool = True
+    color_mode: str = ""
+    color_depth: str = ""
+    quality: int = 0
+    exr_codec: str = ""
+    file_output_nodes: tuple[str, ...] = ()
+    """``<node name>: <folder><file name>`` of each unmuted compositor File Output node (their files come back)."""
+    camera_name: str = ""
+    """``scene.camera``'s name: the ``{camera_name}`` of Blender 5's path templates."""
+    fps: float = 0.0
+    """``frs_sec / frs_sec_base`` in Blender's own float arithmetic: the ``{fps}`` of path templates."""
+
+
 @dataclass(frozen=True)
 class SceneFacts:
     """What the plan needs from one scene, in the file's own values (overrides are the caller's business)."""
@@ -134,8 +163,8 @@ class SceneFacts:
     has_camera: bool
     movie_container: str = ""
     """Blender's FFmpeg container name (``MPEG4``, ``QUICKTIME``, ...) when the output is a movie, else empty."""
-    output_path: str = ""
-    """The scene's output path (``render.filepath``) as written in the file."""
+    output: OutputFacts = field(default_factory=lambda: OutputFacts())
+    """The output path and image settings (how the farm names and writes the frames)."""
 
     @property
     def fps(self) -> Fraction:
@@ -545,7 +574,7 @@ def _scene_facts(bfile: blendfile.BlendFile, scene: blendfile.BlendFileBlock) ->
         engine=engine or "BLENDER_RENDER",  # files older than 2.5 had no engine field: Blender Internal
         has_camera=_has_camera(scene),
         movie_container=_movie_container(scene) if file_format in MOVIE_IMTYPES else "",
-        output_path=scene.get((b"r", b"pic"), default="", as_str=True),
+        output=_output_facts(scene),
     )
 
 
@@ -557,6 +586,66 @@ def _movie_container(scene: blendfile.BlendFileBlock) -> str:
     except (KeyError, TypeError, ValueError):
         return "MPEG4"
     return FFMPEG_CONTAINERS.get(kind, "MKV" if kind == 13 else "MPEG4")
+
+
+def _output_facts(scene: blendfile.BlendFileBlock) -> OutputFacts:
+    """``r.pic``, the ``use_file_extension`` bit and ``r.im_format``'s depth, planes, quality and EXR codec."""
+
+    def im_format(name: bytes) -> int:
+        return int(scene.get((b"r", b"im_format", name), default=0))
+
+    return OutputFacts(
+        path=scene.get((b"r", b"pic"), default="", as_str=True),
+        use_file_extension=bool(int(scene.get((b"r", b"scemode"), default=R_EXTENSION)) & R_EXTENSION),
+        color_mode=R_IMF_PLANES.get(im_format(b"planes"), ""),
+        color_depth=R_IMF_CHAN_DEPTH.get(im_format(b"depth"), ""),
+        quality=im_format(b"quality"),
+        exr_codec=EXR_CODECS.get(im_format(b"exr_codec"), ""),
+        file_output_nodes=_file_output_nodes(scene),
+        camera_name=_scene_name(camera) if (camera := _deref(scene, b"camera")) is not None else "",
+        fps=int(scene.get((b"r", b"frs_sec"))) / float(scene.get((b"r", b"frs_sec_base"))),
+    )
+
+
+def _string(block: blendfile.BlendFileBlock, field: bytes) -> str:
+    """A ``char[N]`` field, or a ``char *`` one (Blender 5's ``NodeImageMultiFile.file_name``) read from its block."""
+    value = block.get(field, default="", as_str=True)
+    if isinstance(value, str):
+        return value
+    target = _deref(block, field)
+    if target is None:
+        return ""
+    return bytes(target.raw_data()).split(b"\x00", 1)[0].decode("utf-8", "replace")
+
+
+NODE_MUTED = 1 << 9
+"""``bNode.flag`` bit of a muted node."""
+MAX_NODES = 10_000
+
+
+def _file_output_nodes(scene: blendfile.BlendFileBlock) -> tuple[str, ...]:
+    """The compositor's unmuted File Output nodes: Blender 5's ``compositing_node_group`` (an ID) when the file's
+    DNA has the field, else 4.x's embedded ``nodetree`` when ``use_nodes`` is on. The folder is the node
+    storage's ``base_path`` (Blender 5's ``directory``) and, in 5.x, its ``file_name``."""
+    fields = {field.name.name_only for field in scene.dna_type.fields}
+    if b"compositing_node_group" in fields:
+        tree = _deref(scene, b"compositing_node_group")
+    else:
+        tree = _deref(scene, b"nodetree") if scene.get(b"use_nodes", default=0) else None
+    if tree is None:
+        return ()
+    found = []
+    for node in itertools.islice(_iter_list(tree, b"nodes"), MAX_NODES):
+        if node.get(b"idname", default="", as_str=True) != "CompositorNodeOutputFile":
+            continue
+        if int(node.get(b"flag", default=0)) & NODE_MUTED:
+            continue
+        storage = _deref(node, b"storage")
+        path = ""
+        if storage is not None:
+            path = _string(storage, b"base_path") + _string(storage, b"file_name")
+        found.append(f"{node.get(b'name', default='', as_str=True)}: {path}")
+    return tuple(found)
 
 
 def _has_camera(scene: blendfile.BlendFileBlock) -> bool:
