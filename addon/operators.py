@@ -211,9 +211,12 @@ class RENDER_OT_aws_open_video(bpy.types.Operator):
 
 
 def _has_audio(video: Path) -> bool:
-    """Whether Blender's audio library reads a sound from the file (a stills job's preview has none)."""
-    import aud  # type: ignore[import-not-found]  # Blender's audio library, part of bpy
-
+    """Whether Blender's audio library reads a sound from the file (a stills job's preview has none). A Blender
+    built without it (bpy 4.2's wheel) can add no sound strip at all, so the video opens as picture only."""
+    try:
+        import aud  # type: ignore[import-not-found]  # Blender's audio library, part of bpy
+    except ImportError:
+        return False
     try:
         return aud.Sound(str(video)).length > 0
     except aud.error:

@@ -170,9 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             render_chunk(plan, chunk, s3, output.bucket)
         else:
-            from .stitch import ffmpeg_binary, opens_blend, stitch
+            from .stitch import ffmpeg_binary, needs_plan_blender, stitch
 
-            if opens_blend(plan):  # the scene's movie settings, sound and colour management: the plan's Blender's
+            if needs_plan_blender(plan):  # colour management of scene-linear frames: the plan's Blender's
                 os.environ.setdefault("FFMPEG_BINARY", ffmpeg_binary())  # the runtime's venv may lack imageio-ffmpeg
                 blender_runtime.ensure(plan, list(sys.argv[1:] if argv is None else argv))
             stitch(plan, s3, output.bucket)

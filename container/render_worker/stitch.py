@@ -124,6 +124,15 @@ def opens_blend(plan: Plan) -> bool:
     return bool(plan.video_container) or display.is_scene_linear(plan.stitch_extension)
 
 
+def needs_plan_blender(plan: Plan) -> bool:
+    """Whether the stitch must run under the plan's Blender runtime: to make scene-linear frames display-referred
+    with that Blender's colour management, as the artist's Render window shows them. A movie job's frames are
+    display-referred PNGs already (rendered by the plan's Blender); its stitch only reads the FFmpeg settings and
+    mixes the sound down, which the image's default Blender does for files of every series, and which bpy 4.2's
+    wheel cannot do (it is built without Blender's audio library)."""
+    return display.is_scene_linear(plan.stitch_extension) and not plan.video_container
+
+
 def stitch(plan: Plan, s3: Any, bucket: str, workdir: Path | None = None) -> str:
     """Makes and uploads the video; returns its key."""
     frames = check_frames(plan, s3, bucket)
