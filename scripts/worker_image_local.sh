@@ -41,16 +41,17 @@ command -v "${PODMAN_CMD[0]}" >/dev/null || { say "no ${PODMAN_CMD[0]} command (
 [ -n "$BASE" ] || { say "container/Dockerfile names no FROM image"; exit 2; }
 
 build_standin() {
-    # debootstrap's minbase plus what the official python image has that the Dockerfile uses: python, pip, useradd.
+    # debootstrap's minbase plus what the official python image has that the Dockerfile uses: python, pip, venv
+    # (the image's extra Blender runtimes live in venvs), useradd.
     command -v debootstrap >/dev/null || { say "no debootstrap command (apt-get install debootstrap)"; exit 3; }
     mkdir -p "$CACHE"
-    local tarball="$CACHE/bookworm-rootfs.tar"
+    local tarball="$CACHE/bookworm-rootfs-$STANDIN_VERSION.tar"
     if [ ! -s "$tarball" ]; then
         local rootfs="$CACHE/rootfs"
         rm -rf "$rootfs"
         say "making a Debian bookworm root file system with debootstrap (once; cached in $tarball)"
         debootstrap --variant=minbase \
-            --include=python3,python3-pip,python-is-python3,ca-certificates,passwd \
+            --include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates,passwd \
             bookworm "$rootfs" "$DEBIAN_MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
             || { tail -n 20 "$CACHE/debootstrap.log"; say "debootstrap failed (log: $CACHE/debootstrap.log)"; exit 1; }
         rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
@@ -62,7 +63,7 @@ build_standin() {
         --change 'ENV PIP_BREAK_SYSTEM_PACKAGES=1' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["python3"]' \
-        --message "render-on-aws stand-in for $BASE: Debian bookworm (debootstrap), python3 from Debian" \
+        --message "render-on-aws stand-in $STANDIN_VERSION for $BASE: Debian bookworm (debootstrap), python3 from Debian" \
         "$tarball" render-on-aws-standin:rootfs >/dev/null
     # The host's CA bundle, so HTTPS works behind the same inspecting proxy as the host (sandboxes): the stand-in
     # only; the real base keeps its own certificates.
@@ -75,7 +76,12 @@ build_standin() {
     rm -rf "$layer"
 }
 
-if "${PODMAN_CMD[@]}" image exists "$BASE"; then
+STANDIN_VERSION=v2  # raise when the stand-in's packages change: an older stand-in is then made again
+base_comment=$("${PODMAN_CMD[@]}" image inspect --format '{{.Comment}}' "$BASE" 2>/dev/null || true)
+if [[ "$base_comment" == "render-on-aws stand-in"* && "$base_comment" != *"stand-in $STANDIN_VERSION for"* ]]; then
+    say "base $BASE is an older render-on-aws stand-in: making it again"
+    build_standin
+elif "${PODMAN_CMD[@]}" image exists "$BASE"; then
     say "base $BASE is here ($("${PODMAN_CMD[@]}" image inspect --format '{{.Comment}}' "$BASE" | head -c 60))"
 elif [ "$STANDIN" != always ] && timeout 60 "${PODMAN_CMD[@]}" pull --quiet "$BASE" >/dev/null 2>&1; then
     say "pulled $BASE"

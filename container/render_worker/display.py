@@ -36,7 +36,6 @@ def _output_as(scene: Any, file_format: str, color_depth: str, quality: int) -> 
     """The scene's output set to an 8-bit display format following the scene's view, restored afterwards (the
     caller may be a render worker that goes on rendering with the artist's settings)."""
     settings = scene.render.image_settings
-    saved: dict[str, Any] = {}
     wanted: list[tuple[str, Any]] = [
         ("media_type", "IMAGE"),  # Blender 5 splits images from videos; 4.x has no media_type
         ("file_format", file_format),
@@ -45,10 +44,12 @@ def _output_as(scene: Any, file_format: str, color_depth: str, quality: int) -> 
         ("quality", quality),
         ("color_management", "FOLLOW_SCENE"),
     ]
+    # Every setting is read before any is changed: switching the format clamps the colour mode and depth (PNG
+    # RGBA 16-bit read after a switch to JPEG would be saved as RGB 8-bit and "restored" so).
+    saved: dict[str, Any] = {name: getattr(settings, name) for name, _ in wanted if hasattr(settings, name)}
     try:
         for name, value in wanted:
-            if hasattr(settings, name):
-                saved[name] = getattr(settings, name)
+            if name in saved:
                 with contextlib.suppress(TypeError, AttributeError):
                     setattr(settings, name, value)
         yield
