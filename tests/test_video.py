@@ -626,3 +626,24 @@ def test_save_display_serves_a_render_result_and_a_multilayer_exr_and_restores_t
     assert "KEPT MULTI_LAYER_IMAGE OPEN_EXR_MULTILAYER" in out
     difference = float(np.abs(read_png(tmp_path / "window.png") - read_png(tmp_path / "converted.png")).mean())
     assert difference < 0.01, difference
+
+
+KEEPS_SETTINGS = r"""
+import bpy
+from render_worker import display
+scene = bpy.context.scene
+settings = scene.render.image_settings
+settings.file_format, settings.color_mode, settings.color_depth, settings.quality = "PNG", "RGBA", "16", 55
+with display._output_as(scene, "JPEG", "8", 80):
+    print("inside", settings.file_format, settings.color_mode, settings.color_depth)
+print("after", settings.file_format, settings.color_mode, settings.color_depth, settings.quality)
+"""
+
+
+def test_a_display_referred_save_puts_the_scenes_own_image_settings_back() -> None:
+    """The flipbook saves a JPEG preview after every frame: the scene's 16-bit RGBA PNG settings must survive it
+    (a switch to JPEG clamps colour mode and depth, so they are read before anything changes)."""
+    done = subprocess.run([sys.executable, "-c", KEEPS_SETTINGS], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("inside", "after"))]
+    assert lines == ["inside JPEG RGB 8", "after PNG RGBA 16 55"], done.stdout
