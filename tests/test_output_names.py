@@ -181,13 +181,16 @@ def test_what_will_come_back_is_said_from_the_plan() -> None:
     plan = make_plan()
     assert deliveries.describe(plan, "/r/job-1/") == [
         "frames: 3 x PNG 16-bit RGBA, named shot010_0001.png ... shot010_0003.png, into /r/job-1/",
-        "video: Shot_10.mp4 made from the frames (see video)",
+        "video: Shot_10.mp4, an H.264 preview of the frames as the Render window shows them",
     ]
     nodes = make_plan(file_output_nodes=["File Output: //comp/beauty/img_"])
     assert deliveries.describe(nodes)[1] == (
-        "video: Shot_10.mp4 made from the frames (see video); 1 compositor File Output node(s) (File Output: "
-        "//comp/beauty/img_): their files for each frame, with their own names and sub-folders"
+        "video: Shot_10.mp4, an H.264 preview of the frames as the Render window shows them; 1 compositor File "
+        "Output node(s) (File Output: //comp/beauty/img_): their files for each frame, with their own names and "
+        "sub-folders"
     )
+    quicktime = make_plan(video_container="QUICKTIME", video_key="jobs/job-1/shot.mov")
+    assert deliveries.describe(quicktime)[1].startswith("video: shot.mov, the scene's QUICKTIME movie (its codec")
     movie = make_plan(file_format="FFMPEG", output_path="//out/", color_depth="8", color_mode="RGB")
     assert deliveries.describe(movie)[0] == (
         f"frames: 3 x PNG RGB(A) (the scene asks for FFMPEG), named 0001.png ... 0003.png, into "

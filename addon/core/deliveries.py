@@ -80,7 +80,13 @@ def describe(plan: Plan, destination: str = DEFAULT_DESTINATION) -> list[str]:
     names = first if len(frames) == 1 else f"{first} ... {last}"
     instead = "" if written_format(plan) == plan.file_format else f" (the scene asks for {plan.file_format})"
     video = posixpathname(plan.video_key) or f"{plan.job_name}.mp4"
-    second = f"video: {video} made from the frames (see video)"
+    if plan.video_container:
+        second = (
+            f"video: {video}, the scene's {plan.video_container} movie (its codec, quality and keyframes; its sound "
+            "when it has an audio codec and sound strips, mixed down on the farm)"
+        )
+    else:
+        second = f"video: {video}, an H.264 preview of the frames as the Render window shows them"
     if plan.file_output_nodes:
         nodes = ", ".join(plan.file_output_nodes[:3]) + (", ..." if len(plan.file_output_nodes) > 3 else "")
         second += (
