@@ -76,6 +76,25 @@ def open_blend(blend: Path, allow_scripts: bool = False) -> None:
         log.info("the file's scripts were not run (auto-execution is off on the farm)")
 
 
+def open_scene(blend: Path, plan: Plan) -> Any:
+    """Opens the .blend as the farm does (:func:`open_blend`) and returns the plan's scene, made the window's scene
+    when there is a window; an unreadable file is ``BlendFileUnreadable``, a missing scene ``SceneNotFound``."""
+    import bpy
+
+    try:
+        open_blend(blend, allow_scripts=plan.allow_scripts)
+    except RuntimeError as exc:
+        raise BlendFileUnreadable(f"Blender cannot open {blend.name}: {str(exc).strip()}") from exc
+    scene = bpy.data.scenes.get(plan.scene)
+    if scene is None:
+        names = ", ".join(s.name for s in bpy.data.scenes)
+        raise SceneNotFound(f"scene {plan.scene!r} is not in {blend.name} (it has: {names})")
+    window = bpy.context.window
+    if window is not None:
+        window.scene = scene
+    return scene
+
+
 def attach_frame(exc: Exception, frame: int | None) -> Exception:
     """Remembers which frame an error is about, for ``jobs/<id>/errors/`` (the named errors carry no frame)."""
     exc.frame = frame  # type: ignore[attr-defined]
@@ -132,17 +151,7 @@ class Renderer:
         self.bpy = bpy
         self.out_dir = out_dir
         self.extension = plan.frame_extension
-        try:
-            open_blend(blend, allow_scripts=plan.allow_scripts)
-        except RuntimeError as exc:
-            raise BlendFileUnreadable(f"Blender cannot open {blend.name}: {str(exc).strip()}") from exc
-        scene = bpy.data.scenes.get(plan.scene)
-        if scene is None:
-            names = ", ".join(s.name for s in bpy.data.scenes)
-            raise SceneNotFound(f"scene {plan.scene!r} is not in {blend.name} (it has: {names})")
-        window = bpy.context.window
-        if window is not None:
-            window.scene = scene
+        scene = open_scene(blend, plan)
         if scene.camera is None:
             raise NoCamera(f"scene {plan.scene!r} has no active camera")
         self.scene = scene

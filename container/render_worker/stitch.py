@@ -42,17 +42,15 @@ from typing import Any
 
 from render_contract import layout
 from render_contract.errors import (
-    BlendFileUnreadable,
     CorruptFrame,
     MissingFrames,
     NoSpace,
-    SceneNotFound,
     StitchFailed,
 )
 from render_contract.plan import MOVIE_CONTAINERS, PREVIEW_EXTENSION, Plan
 
 from . import display, fetch, movie, s3io, signals, verify
-from .render import attach_frame, open_blend
+from .render import attach_frame, open_scene
 
 log = logging.getLogger("render_worker")
 PARALLEL_DOWNLOADS = 16
@@ -208,18 +206,8 @@ def _is_media(rel: str) -> bool:
 def _open_scene(plan: Plan, s3: Any, work: Path) -> Any:
     """The plan's scene in the job's .blend (with its sound and movie files, not its textures), opened as the
     render worker opens it (the file's Python off unless the job allows it)."""
-    import bpy
-
     blend = fetch.materialise(s3, plan.input_uri, plan.main_file, work / "input", keep=_is_media)
-    try:
-        open_blend(blend, allow_scripts=plan.allow_scripts)
-    except RuntimeError as exc:
-        raise BlendFileUnreadable(f"Blender cannot open {blend.name}: {str(exc).strip()}") from exc
-    scene = bpy.data.scenes.get(plan.scene)
-    if scene is None:
-        names = ", ".join(s.name for s in bpy.data.scenes)
-        raise SceneNotFound(f"scene {plan.scene!r} is not in {blend.name} (it has: {names})")
-    return scene
+    return open_scene(blend, plan)
 
 
 def _display_frames(scene: Any, seq: Path, count: int, ext: str, out: Path) -> Path:
