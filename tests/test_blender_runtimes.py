@@ -208,3 +208,72 @@ def test_the_stitch_opens_a_42_file_with_blender_42(
     assert stitch_logs, "no stitch attempt logged for the job"
     assert any("re-executing under the Blender 4.2 runtime" in text for text in stitch_logs), stitch_logs[-1][-2000:]
     assert "stitch done" in stitch_logs[-1]
+
+
+FILE_OUTPUT_42 = r"""
+import bpy, sys
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+scene = bpy.context.scene
+scene.render.filepath = "//renders/shot_##"
+scene.use_nodes = True
+tree = scene.node_tree
+layers = next(node for node in tree.nodes if node.type == "R_LAYERS")
+node = tree.nodes.new("CompositorNodeOutputFile")
+node.base_path = "//comp/"
+node.format.file_format = "PNG"
+node.file_slots[0].path = "beauty/img_"
+tree.links.new(layers.outputs["Image"], node.inputs[0])
+bpy.ops.wm.save_as_mainfile(filepath=sys.argv[2])
+"""
+ANIMATION = "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); bpy.ops.render.render(animation=True)"
+
+
+def test_a_42_file_output_node_comes_back_named_as_blender_42_writes_it(
+    local_cloud: LocalCloudProcess, python42: Path, tmp_path: Path
+) -> None:
+    """Blender 4.x keeps the compositor in ``scene.node_tree`` and a File Output node's folder in ``base_path``
+    (5.0: ``compositing_node_group``, ``directory``): the frame counter and the worker read both. The farm's files
+    for a 4.2 file, rendered on 4.2, have the names and pixels of 4.2's own Render Animation."""
+    base = make_scene(
+        tmp_path / "base.blend",
+        "--frame-end",
+        "2",
+        "--resolution",
+        "32",
+        "18",
+        "--engine",
+        "workbench",
+        python=python42,
+    )
+    blend = tmp_path / "project" / "nodes42.blend"
+    blend.parent.mkdir()
+    edited = subprocess.run(
+        [str(python42), "-c", FILE_OUTPUT_42, str(base), str(blend)], capture_output=True, text=True, timeout=300
+    )
+    assert edited.returncode == 0, edited.stderr[-2000:]
+
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / blend.name).write_bytes(blend.read_bytes())
+    rendered = subprocess.run(
+        [str(python42), "-c", ANIMATION, str(local / blend.name)], capture_output=True, text=True, timeout=300
+    )
+    assert rendered.returncode == 0, rendered.stderr[-2000:]
+    (local / blend.name).unlink()
+    expected = sorted(path.relative_to(local).as_posix() for path in local.rglob("*") if path.is_file())
+    assert "renders/shot_01.png" in expected and "comp/beauty/img_0001.png" in expected, expected
+
+    submitted = run_cli(local_cloud, "submit", str(blend), "--wait")
+    assert submitted.returncode == 0, submitted.stderr
+    assert "1 compositor File Output node(s)" in submitted.stderr, submitted.stderr
+    job_id = submitted.stdout.split()[0]
+    out = tmp_path / "farm"
+    downloaded = run_cli(local_cloud, "download", job_id, str(out), "--with-frames")
+    assert downloaded.returncode == 0, downloaded.stderr
+    farm = out / job_id
+    got = sorted(path.relative_to(farm).as_posix() for path in farm.rglob("*") if path.is_file())
+    # Frames land in the job's folder by their output-path names (the add-on's job folder is inside the scene's
+    # output folder), node files at their paths relative to the .blend's folder.
+    assert got == sorted(name.removeprefix("renders/") for name in expected), "named as 4.2's Render Animation"
+    for name in expected:
+        assert png_pixels(farm / name.removeprefix("renders/")) == png_pixels(local / name), name
