@@ -189,8 +189,13 @@ def test_what_will_come_back_is_said_from_the_plan() -> None:
         "Output node(s) (File Output: //comp/beauty/img_): their files for each frame, with their own names and "
         "sub-folders"
     )
-    quicktime = make_plan(video_container="QUICKTIME", video_key="jobs/job-1/shot.mov")
-    assert deliveries.describe(quicktime)[1].startswith("video: shot.mov, the scene's QUICKTIME movie (its codec")
+    quicktime = make_plan(video_container="QUICKTIME", video_key="jobs/job-1/shot.mov", video_audio="AAC 192 kb/s")
+    assert deliveries.describe(quicktime)[1] == (
+        "video: shot.mov, the scene's QUICKTIME movie (its codec, quality and keyframes); sound AAC 192 kb/s from "
+        "the sequencer, mixed down on the farm (none without sound strips)"
+    )
+    silent = make_plan(video_container="MKV", video_key="jobs/job-1/shot.mkv", video_audio="NONE")
+    assert deliveries.describe(silent)[1].endswith("; no sound (the scene's audio codec is None)")
     movie = make_plan(file_format="FFMPEG", output_path="//out/", color_depth="8", color_mode="RGB")
     assert deliveries.describe(movie)[0] == (
         f"frames: 3 x PNG RGB(A) (the scene asks for FFMPEG), named 0001.png ... 0003.png, into "

@@ -89,6 +89,12 @@ for container, path in [
 ]:
     scene.render.ffmpeg.format = container
     scene.render.filepath = path
+    audio = {"MPEG4": ("AAC", 128, "MONO", 44100), "QUICKTIME": ("PCM", 192, "STEREO", 48000)}
+    codec, bitrate, channels, rate = audio.get(container, ("NONE", 192, "STEREO", 48000))
+    scene.render.ffmpeg.audio_codec = codec
+    scene.render.ffmpeg.audio_bitrate = bitrate
+    scene.render.ffmpeg.audio_channels = channels
+    scene.render.ffmpeg.audio_mixrate = rate
     bpy.ops.wm.save_as_mainfile(filepath=f"{folder}/{container}.blend", copy=True)
 """
 
@@ -554,8 +560,10 @@ def test_the_frame_counter_names_a_movie_jobs_video_by_output_path_and_container
         assert (plan.file_format, plan.video_container, plan.frame_extension) == ("FFMPEG", container, "png")
         assert plan.video_key == f"jobs/name-{container.lower()}/{name}"
         assert summary["videoUri"].endswith(f"/{plan.video_key}")
+        audio = {"MPEG4": "AAC 128 kb/s, mono, 44100 Hz", "QUICKTIME": "PCM stereo, 48000 Hz"}
+        assert plan.video_audio == audio.get(container, "NONE"), "what will come back says the scene's sound"
     stills = read_plan(run(base, job_id="name-stills", jobName="Pottery"))
-    assert (stills.video_container, stills.video_key) == ("", "jobs/name-stills/Pottery.mp4")
+    assert (stills.video_container, stills.video_key, stills.video_audio) == ("", "jobs/name-stills/Pottery.mp4", "")
 
 
 # --- the whole pipeline on the local cloud -----------------------------------------------------------------------

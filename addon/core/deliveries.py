@@ -81,10 +81,13 @@ def describe(plan: Plan, destination: str = DEFAULT_DESTINATION) -> list[str]:
     instead = "" if written_format(plan) == plan.file_format else f" (the scene asks for {plan.file_format})"
     video = posixpathname(plan.video_key) or f"{plan.job_name}.mp4"
     if plan.video_container:
-        second = (
-            f"video: {video}, the scene's {plan.video_container} movie (its codec, quality and keyframes; its sound "
-            "when it has an audio codec and sound strips, mixed down on the farm)"
-        )
+        if plan.video_audio == "NONE":
+            sound = "no sound (the scene's audio codec is None)"
+        elif plan.video_audio:
+            sound = f"sound {plan.video_audio} from the sequencer, mixed down on the farm (none without sound strips)"
+        else:
+            sound = "its sound when it has an audio codec and sound strips, mixed down on the farm"
+        second = f"video: {video}, the scene's {plan.video_container} movie (its codec, quality and keyframes); {sound}"
     else:
         second = f"video: {video}, an H.264 preview of the frames as the Render window shows them"
     if plan.file_output_nodes:

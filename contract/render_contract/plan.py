@@ -167,6 +167,9 @@ class Plan:
     """Blender's container name (a :data:`MOVIE_CONTAINERS` key) when the scene's output is a movie: the stitch
     then reproduces the scene's movie (codec, quality, audio) in ``video_key``. Empty for a stills job, whose
     video is a display-referred H.264 preview."""
+    video_audio: str = ""
+    """The sound a movie output asks for, in words (``AAC 192 kb/s, stereo, 48000 Hz``; ``NONE``): what the
+    client says will come back. The stitch reads the settings themselves with Blender."""
     blender_runtime: str = ""
     """The runtime series every worker renders with (a key of :data:`.runtimes.RUNTIMES`, chosen by
     :func:`.runtimes.choose`); empty in plans written before runtimes existed: the worker's default Blender."""

@@ -189,6 +189,7 @@ def _handle(event: Any) -> dict[str, Any]:
         output_uri=layout.job_uri(settings.bucket, job_id),
         video_key=_video_key(job_id, job_name, scene.movie_container, scene_output_path),
         video_container=scene.movie_container,
+        video_audio=scene.movie_audio,
         frames_per_job=frames_per_job,
         frames_per_job_raised=raised,
         chunks=chunks,

@@ -91,6 +91,19 @@ FFMPEG_CONTAINERS = {
 """``FFMpegCodecData.type`` -> ``scene.render.ffmpeg.format``; read back from files bpy 5.0.1 wrote (the legacy
 H264 type 6 and AV1 13 are mapped by Blender on load to MPEG4/MKV: see :func:`_movie_container`)."""
 MOVIE_IMTYPES = frozenset({"FFMPEG", "H264", "XVID", "THEORA"})
+AUDIO_CODECS = {
+    0: "NONE",
+    65536: "PCM",
+    86016: "MP2",
+    86017: "MP3",
+    86018: "AAC",
+    86019: "AC3",
+    86021: "VORBIS",
+    86028: "FLAC",
+    86076: "OPUS",
+}
+"""``r.ffcodecdata.audio_codec`` holds FFmpeg's AVCodecID; these are the ones ``scene.render.ffmpeg.audio_codec``
+offers (read back from files bpy 5.0.1 wrote with each)."""
 """``imtype`` names that make the scene's output a movie written through FFmpeg."""
 
 """``ImageFormatData.imtype`` -> the RNA name (``image_settings.file_format``). 17, 20-24, 26-28, 30, 35, 0, 1, 4
@@ -162,6 +175,9 @@ class SceneFacts:
     engine: str
     has_camera: bool
     movie_container: str = ""
+    movie_audio: str = ""
+    """A movie output's sound settings in words (``AAC 192 kb/s, stereo, 48000 Hz``), ``NONE`` without an audio
+    codec; empty for stills."""
     """Blender's FFmpeg container name (``MPEG4``, ``QUICKTIME``, ...) when the output is a movie, else empty."""
     output: OutputFacts = field(default_factory=lambda: OutputFacts())
     """The output path and image settings (how the farm names and writes the frames)."""
@@ -574,8 +590,25 @@ def _scene_facts(bfile: blendfile.BlendFile, scene: blendfile.BlendFileBlock) ->
         engine=engine or "BLENDER_RENDER",  # files older than 2.5 had no engine field: Blender Internal
         has_camera=_has_camera(scene),
         movie_container=_movie_container(scene) if file_format in MOVIE_IMTYPES else "",
+        movie_audio=_movie_audio(scene) if file_format in MOVIE_IMTYPES else "",
         output=_output_facts(scene),
     )
+
+
+def _movie_audio(scene: blendfile.BlendFileBlock) -> str:
+    """The audio the scene's movie asks for, as the panel and the CLI say it before the render."""
+    try:
+        codec = AUDIO_CODECS.get(int(scene.get((b"r", b"ffcodecdata", b"audio_codec"), default=0)), "")
+        channels = int(scene.get((b"r", b"ffcodecdata", b"audio_channels"), default=2))
+        rate = int(scene.get((b"r", b"ffcodecdata", b"audio_mixrate"), default=48000))
+        bitrate = int(scene.get((b"r", b"ffcodecdata", b"audio_bitrate"), default=192))
+    except (KeyError, TypeError, ValueError):
+        return ""
+    if codec in ("", "NONE"):
+        return codec
+    quality = "" if codec in ("PCM", "FLAC") else f" {bitrate} kb/s,"
+    layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels} channels")
+    return f"{codec}{quality} {layout}, {rate} Hz"
 
 
 def _movie_container(scene: blendfile.BlendFileBlock) -> str:
