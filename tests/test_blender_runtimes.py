@@ -24,6 +24,8 @@ from tests.conftest import make_scene, run_cli
 
 FRAMES = (1, 2)
 SCENE = ("--frame-end", "2", "--resolution", "64", "36", "--engine", "cycles", "--samples", "4")
+TINY = ("--frame-end", "2", "--resolution", "32", "18", "--engine", "workbench")
+"""Two Workbench frames at 32x18: for what a file asks of the farm, not for how Blender renders it."""
 
 RENDER = r"""
 import sys, bpy
@@ -184,19 +186,7 @@ def test_the_stitch_opens_a_42_file_with_blender_42(
 ) -> None:
     """An EXR job's stitch opens the .blend (the scene's colour management makes the preview video display-referred):
     with the plan's Blender, as the render did, so a 4.2 file's video is made by 4.2's colour management too."""
-    blend = make_scene(
-        tmp_path / "exr_by_42.blend",
-        "--frame-end",
-        "2",
-        "--resolution",
-        "32",
-        "18",
-        "--engine",
-        "workbench",
-        "--file-format",
-        "OPEN_EXR",
-        python=python42,
-    )
+    blend = make_scene(tmp_path / "exr_by_42.blend", *TINY, "--file-format", "OPEN_EXR", python=python42)
     submitted = run_cli(local_cloud, "submit", str(blend), "--wait")
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.split()[0]
@@ -234,17 +224,7 @@ def test_a_42_file_output_node_comes_back_named_as_blender_42_writes_it(
     """Blender 4.x keeps the compositor in ``scene.node_tree`` and a File Output node's folder in ``base_path``
     (5.0: ``compositing_node_group``, ``directory``): the frame counter and the worker read both. The farm's files
     for a 4.2 file, rendered on 4.2, have the names and pixels of 4.2's own Render Animation."""
-    base = make_scene(
-        tmp_path / "base.blend",
-        "--frame-end",
-        "2",
-        "--resolution",
-        "32",
-        "18",
-        "--engine",
-        "workbench",
-        python=python42,
-    )
+    base = make_scene(tmp_path / "base.blend", *TINY, python=python42)
     blend = tmp_path / "project" / "nodes42.blend"
     blend.parent.mkdir()
     edited = subprocess.run(
