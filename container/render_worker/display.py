@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from render_contract.errors import StitchFailed
+from render_contract.errors import RenderOnAwsError, StitchFailed
 
 log = logging.getLogger("render_worker")
 SCENE_LINEAR_EXTENSIONS = frozenset({"exr", "hdr"})
@@ -59,31 +59,40 @@ def _output_as(scene: Any, file_format: str, color_depth: str, quality: int) -> 
                 setattr(settings, name, value)
 
 
-def save_display(image: Any, scene: Any, target: Path, file_format: str = "PNG", quality: int = 90) -> Path:
+def save_display(
+    image: Any,
+    scene: Any,
+    target: Path,
+    file_format: str = "PNG",
+    quality: int = 90,
+    error: type[RenderOnAwsError] = StitchFailed,
+) -> Path:
     """Saves ``image`` display-referred with ``scene``'s view settings (view transform, look, exposure, gamma,
-    curves, display device) as an 8-bit ``file_format`` image at ``target``."""
+    curves, display device) as an 8-bit ``file_format`` image at ``target``; a failure is ``error`` (the stitch's,
+    or the render's when the render worker saves it)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     depth = "8"
     with _output_as(scene, file_format, depth, quality):
         try:
             image.save_render(filepath=str(target), scene=scene)
         except RuntimeError as exc:
-            raise StitchFailed(f"Blender cannot save {target.name} display-referred: {str(exc).strip()}") from exc
+            raise error(f"Blender cannot save {target.name} display-referred: {str(exc).strip()}") from exc
     if not target.is_file() or target.stat().st_size == 0:
-        raise StitchFailed(f"Blender wrote no display-referred image at {target.name}")
+        raise error(f"Blender wrote no display-referred image at {target.name}")
     return target
 
 
-def to_display(scene: Any, source: Path, target: Path) -> Path:
-    """``source`` (a scene-linear EXR frame) as an 8-bit PNG the way the Render window shows it."""
+def to_display(scene: Any, source: Path, target: Path, error: type[RenderOnAwsError] = StitchFailed) -> Path:
+    """``source`` (a scene-linear EXR frame; a multilayer one gives its first layer, as Blender shows the file) as
+    an 8-bit PNG the way the Render window shows it."""
     import bpy
 
     try:
         image = bpy.data.images.load(str(source), check_existing=False)
     except RuntimeError as exc:
-        raise StitchFailed(f"Blender cannot read the frame {source.name}: {str(exc).strip()}") from exc
+        raise error(f"Blender cannot read the frame {source.name}: {str(exc).strip()}") from exc
     try:
-        return save_display(image, scene, target)
+        return save_display(image, scene, target, error=error)
     finally:
         bpy.data.images.remove(image)
 

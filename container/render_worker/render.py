@@ -48,7 +48,7 @@ from render_contract.errors import (
 from render_contract.failures import FrameFailure
 from render_contract.plan import STILL_FORMATS, Plan
 
-from . import fetch, preview, s3io, signals, verify, watchdog
+from . import display, fetch, preview, s3io, signals, verify, watchdog
 
 log = logging.getLogger("render_worker")
 UPLOAD_THREADS = 4
@@ -158,7 +158,7 @@ class Renderer:
         self._engine(plan.engine)
         self._output_format()
         self.file_outputs = file_output_nodes(scene)
-        self.stitch_scene = self._stitch_scene() if plan.stitch_extension != self.extension else None
+        self.stitch_extension = plan.stitch_extension
         self._threads()
         if os.environ.get("RENDER_DEVICE", "CPU").strip().upper() == "GPU":
             self._gpu()
@@ -200,30 +200,6 @@ class Renderer:
         render.use_file_extension = True
         render.use_overwrite = True  # the work folder is the worker's: F12's "skip existing" options do not apply
         render.use_placeholder = False
-
-    def _stitch_scene(self) -> Any:
-        """A scene whose image settings save a multilayer EXR's composite as an 8-bit PNG for the stitch, with the
-        render's own colour management (view transform, look, exposure, gamma, display)."""
-        helper = self.bpy.data.scenes.new("render-on-aws-stitch")
-        settings = helper.render.image_settings
-        settings.file_format = "PNG"
-        settings.color_mode = "RGBA" if self.scene.render.film_transparent else "RGB"
-        settings.color_depth = "8"
-        for name in ("view_transform", "look", "exposure", "gamma"):
-            setattr(helper.view_settings, name, getattr(self.scene.view_settings, name))
-        helper.display_settings.display_device = self.scene.display_settings.display_device
-        return helper
-
-    def _stitch_image(self, exr: Path) -> Path:
-        """A multilayer EXR's first layer (the first view layer's combined pass, as Blender shows the file) as PNG,
-        through the scene's colour management: what the stitch encodes."""
-        png = exr.with_suffix(".png")
-        image = self.bpy.data.images.load(str(exr), check_existing=False)
-        try:
-            image.save_render(str(png), scene=self.stitch_scene)
-        finally:
-            self.bpy.data.images.remove(image)
-        return png
 
     def _threads(self) -> None:
         threads = render_threads()
@@ -334,7 +310,11 @@ class Renderer:
         outputs = {
             path.relative_to(nodes_dir).as_posix(): path for path in sorted(nodes_dir.rglob("*")) if path.is_file()
         }  # empty without File Output nodes (the folder does not exist)
-        stitch = self._stitch_image(expected) if self.stitch_scene is not None else None
+        stitch = None
+        if self.stitch_extension != self.extension:  # a multilayer EXR: its composite as PNG, for the stitch
+            stitch = display.to_display(
+                scene, expected, expected.with_name(f"{expected.stem}.{self.stitch_extension}"), RenderFailed
+            )
         return RenderedFrame(frame, expected, outputs, nodes_dir, stitch)
 
 
