@@ -231,7 +231,7 @@ def _video_key(job_id: str, job_name: str, container: str, output_path: str) -> 
     folder); a stills job's preview is ``<jobName>.mp4``."""
     if not container:
         return layout.video_key(job_id, job_name)
-    extension = plan.MOVIE_CONTAINERS.get(container, plan.PREVIEW_EXTENSION)
+    extension = plan.MOVIE_CONTAINERS.get(container, plan.PREVIEW_VIDEO_EXTENSION)
     return layout.video_key(job_id, layout.movie_stem(output_path) or job_name, extension)
 
 
@@ -274,6 +274,17 @@ def explain_failure(event: dict[str, Any]) -> NoReturn:
     stage = event.get("stage")
     generic = StitchFailed if stage == "stitch" else RenderFailed
     s3 = boto3.client("s3")
+    failure = event.get("failure")
+    cause = failure.get("Cause") if isinstance(failure, dict) else None
+    # First: a job the queue cancelled for want of capacity ran no worker, so any failure or error record in S3 is
+    # an earlier run's (a resume keeps them) and must not hide NoCapacity, which the On-Demand fallback catches.
+    capacity = _capacity_reason(cause if isinstance(cause, str) else None)
+    if capacity is not None:
+        raise NoCapacity(
+            f"no instance could be had for the {stage or 'render'} job within the stack's CapacityWaitSeconds; "
+            f"Batch cancelled it ({capacity}). Submit again later, or ask the admin for more instance types "
+            "or the On-Demand fallback"
+        )
     if stage != "stitch":
         explain_failed_frames(s3, settings.bucket, job_id)
     record = _newest_error_record(s3, settings.bucket, job_id, "stitch" if stage == "stitch" else "render")
@@ -283,15 +294,6 @@ def explain_failure(event: dict[str, Any]) -> NoReturn:
         if frame is not None and f"frame {frame}" not in message:
             message = f"frame {frame}: {message}"
         raise from_name(str(record.get("error") or generic.__name__)[:64], message, frame=frame)
-    failure = event.get("failure")
-    cause = failure.get("Cause") if isinstance(failure, dict) else None
-    capacity = _capacity_reason(cause if isinstance(cause, str) else None)
-    if capacity is not None:
-        raise NoCapacity(
-            f"no instance could be had for the {stage or 'render'} job within the stack's CapacityWaitSeconds; "
-            f"Batch cancelled it ({capacity}). Submit again later, or ask the admin for more instance types "
-            "or the On-Demand fallback"
-        )
     raise generic(readable_cause(cause if isinstance(cause, str) else None))
 
 
@@ -300,8 +302,11 @@ def explain_failed_frames(s3: Any, bucket: str, job_id: str) -> None:
     any (``jobs/<jobId>/failed/``) for a frame that is still not in S3; returns otherwise.
 
     Frames missing for another reason (a chunk whose retries ran out) are named too: a resume renders both."""
+    recorded = _keys(s3, bucket, layout.failed_prefix(job_id))
+    if not recorded:  # the usual case: no frame listing at all
+        return
     present = _frames_in_s3(s3, bucket, job_id)
-    keys = [key for key in _keys(s3, bucket, layout.failed_prefix(job_id)) if layout.frame_from_key(key) not in present]
+    keys = [key for key in recorded if layout.frame_from_key(key) not in present]
     if not keys:
         return
 
