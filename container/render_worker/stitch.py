@@ -47,7 +47,7 @@ from render_contract.errors import (
     NoSpace,
     StitchFailed,
 )
-from render_contract.plan import MOVIE_CONTAINERS, PREVIEW_EXTENSION, Plan
+from render_contract.plan import MOVIE_CONTAINERS, PREVIEW_VIDEO_EXTENSION, Plan
 
 from . import display, fetch, movie, s3io, signals, verify
 from .render import attach_frame, open_scene
@@ -136,7 +136,7 @@ def stitch(plan: Plan, s3: Any, bucket: str, workdir: Path | None = None) -> str
     frames = check_frames(plan, s3, bucket)
     ext = plan.stitch_extension
     key = video_key(plan)
-    extension = PurePosixPath(key).suffix.lstrip(".") or PREVIEW_EXTENSION
+    extension = PurePosixPath(key).suffix.lstrip(".") or PREVIEW_VIDEO_EXTENSION
     with tempfile.TemporaryDirectory(prefix="stitch-", dir=workdir) as tmp:
         work = Path(tmp)
         seq = _download_frames(plan, s3, bucket, frames, work / "seq")

@@ -69,8 +69,6 @@ KNOWN_IMAGE_EXTENSIONS = frozenset(
 """Blender's ``imb_ext_image``: an output path ending in one of these has it replaced, not kept before the new one."""
 DEFAULT_FRAME_DIGITS = 4
 """Blender appends the frame with 4 digits when the file name has no ``#``."""
-OUTPUTS_DIR = "outputs"
-"""``jobs/<id>/outputs/``: File Output node files (:mod:`.layout` holds the key function)."""
 ABSOLUTE_DIR = "_absolute"
 """File Output node folders given as absolute paths are stored under ``outputs/_absolute/<path without root>``."""
 _SEPARATORS = re.compile(r"[/\\]")
@@ -144,8 +142,6 @@ def node_relative_dir(directory: str) -> str:
     return posixpath.join(*[part for part in parts if part != ".."]) if parts else ""
 
 
-TEMPLATE_VARIABLES = ("blend_name", "fps", "resolution_x", "resolution_y", "scene_name", "camera_name")
-"""Blender 5's path-template variables of a render output path (``{blend_name}``...; ``{{``/``}}`` are braces)."""
 _TEMPLATE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
 
@@ -168,9 +164,3 @@ def expand_templates(pattern: str, variables: dict[str, str]) -> str:
         return variables[name]
 
     return _TEMPLATE.sub(fill, pattern)
-
-
-def extension_of(file_format: str) -> str | None:
-    """The extension Blender writes for a still format, None for movies and unknown formats."""
-    own = STILL_EXTENSIONS.get(file_format)
-    return own[0] if own else None

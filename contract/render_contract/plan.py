@@ -46,7 +46,7 @@ MOVIE_CONTAINERS = {
 }
 """Blender's FFmpeg containers (``scene.render.ffmpeg.format``) and the extension of the video the stitch writes
 for a scene whose output is a movie. A stills job's preview video is always ``mp4``."""
-PREVIEW_EXTENSION = "mp4"
+PREVIEW_VIDEO_EXTENSION = "mp4"
 
 
 MAX_FRAME = 1_048_574

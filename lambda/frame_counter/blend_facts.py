@@ -75,6 +75,8 @@ IMTYPE_NAMES: dict[int, str] = {
     34: "PSD",
     35: "WEBP",
 }
+"""``ImageFormatData.imtype`` -> the RNA name (``image_settings.file_format``). 17, 20-24, 26-28, 30, 35, 0, 1, 4
+and 14 were read back from files bpy 5.0.1 wrote; the rest are the legacy movie/odd types of older files."""
 FFMPEG_CONTAINERS = {
     0: "MPEG1",
     1: "MPEG2",
@@ -91,6 +93,7 @@ FFMPEG_CONTAINERS = {
 """``FFMpegCodecData.type`` -> ``scene.render.ffmpeg.format``; read back from files bpy 5.0.1 wrote (the legacy
 H264 type 6 and AV1 13 are mapped by Blender on load to MPEG4/MKV: see :func:`_movie_container`)."""
 MOVIE_IMTYPES = frozenset({"FFMPEG", "H264", "XVID", "THEORA"})
+"""``imtype`` names that make the scene's output a movie written through FFmpeg."""
 AUDIO_CODECS = {
     0: "NONE",
     65536: "PCM",
@@ -104,10 +107,6 @@ AUDIO_CODECS = {
 }
 """``r.ffcodecdata.audio_codec`` holds FFmpeg's AVCodecID; these are the ones ``scene.render.ffmpeg.audio_codec``
 offers (read back from files bpy 5.0.1 wrote with each)."""
-"""``imtype`` names that make the scene's output a movie written through FFmpeg."""
-
-"""``ImageFormatData.imtype`` -> the RNA name (``image_settings.file_format``). 17, 20-24, 26-28, 30, 35, 0, 1, 4
-and 14 were read back from files bpy 5.0.1 wrote; the rest are the legacy movie/odd types of older files."""
 
 CHUNK = 1024 * 1024
 """Streaming buffer for decompression: memory stays flat whatever the file size."""
@@ -175,10 +174,10 @@ class SceneFacts:
     engine: str
     has_camera: bool
     movie_container: str = ""
+    """Blender's FFmpeg container name (``MPEG4``, ``QUICKTIME``, ...) when the output is a movie, else empty."""
     movie_audio: str = ""
     """A movie output's sound settings in words (``AAC 192 kb/s, stereo, 48000 Hz``), ``NONE`` without an audio
     codec; empty for stills."""
-    """Blender's FFmpeg container name (``MPEG4``, ``QUICKTIME``, ...) when the output is a movie, else empty."""
     output: OutputFacts = field(default_factory=lambda: OutputFacts())
     """The output path and image settings (how the farm names and writes the frames)."""
 
@@ -519,19 +518,14 @@ def _check_complete(bfile: blendfile.BlendFile) -> None:
             raise bat_exceptions.BlendFileError("truncated: a block runs past the end of the file", bfile.filepath)
 
 
-def _scene_name(block: blendfile.BlendFileBlock) -> str:
-    """An ID name without its two-letter code (``SCScene`` -> ``Scene``)."""
-    return (block.id_name or b"")[2:].decode("utf-8", "replace")
-
-
 def _facts(bfile: blendfile.BlendFile, scene_name: str | None, compressed: bool) -> BlendFacts:
     scene_blocks = bfile.find_blocks_from_code(b"SC")
-    names = tuple(_scene_name(block) for block in scene_blocks)
+    names = tuple(blend_dna.id_name(block) for block in scene_blocks)
     if not scene_blocks:
         raise SceneNotFound("the file has no scene")
     active = _active_scene(bfile, scene_blocks)
     if scene_name is not None:
-        matches = [block for block in scene_blocks if _scene_name(block) == scene_name]
+        matches = [block for block in scene_blocks if blend_dna.id_name(block) == scene_name]
         if not matches:
             raise SceneNotFound(f"no scene named {scene_name!r} in the file; it has {_list(names)}")
         chosen = matches[0]
@@ -547,7 +541,7 @@ def _facts(bfile: blendfile.BlendFile, scene_name: str | None, compressed: bool)
         blender_version=version_string(bfile.header.version),
         compressed=compressed,
         scenes=names,
-        active_scene=_scene_name(active) if active is not None else None,
+        active_scene=blend_dna.id_name(active) if active is not None else None,
         scene=_scene_facts(bfile, chosen),
         python=python_use(bfile),
     )
@@ -577,7 +571,7 @@ def _scene_facts(bfile: blendfile.BlendFile, scene: blendfile.BlendFileBlock) ->
     file_format = IMTYPE_NAMES.get(imtype, f"UNKNOWN_{imtype}")
     engine = scene.get((b"r", b"engine"), default="", as_str=True)
     return SceneFacts(
-        name=_scene_name(scene),
+        name=blend_dna.id_name(scene),
         frame_start=int(render(b"sfra")),
         frame_end=int(render(b"efra")),
         frame_step=int(render(b"frame_step")),
@@ -635,7 +629,7 @@ def _output_facts(scene: blendfile.BlendFileBlock) -> OutputFacts:
         quality=im_format(b"quality"),
         exr_codec=EXR_CODECS.get(im_format(b"exr_codec"), ""),
         file_output_nodes=_file_output_nodes(scene),
-        camera_name=_scene_name(camera) if (camera := _deref(scene, b"camera")) is not None else "",
+        camera_name=blend_dna.id_name(camera) if (camera := _deref(scene, b"camera")) is not None else "",
         fps=int(scene.get((b"r", b"frs_sec"))) / float(scene.get((b"r", b"frs_sec_base"))),
     )
 
