@@ -148,7 +148,6 @@ class ProgressPrinter:
         self._last = ""
         self._warned_python = False
         self._warned_runtime = False
-        self.blender = ""
         self._told_deliveries = False
         self.destination: Callable[[Plan], str] = lambda plan: deliveries.DEFAULT_DESTINATION
         """Where the frames will land, for "what will come back" (known once the plan is)."""
@@ -162,7 +161,7 @@ class ProgressPrinter:
             self.done()
             warn_python_use(status.python_use, self.stream)
         if status.blender and not self._warned_runtime:
-            self._warned_runtime, self.blender = True, status.blender
+            self._warned_runtime = True
             self.done()
             say_runtime(status, self.stream)
         if status.plan is not None and not self._told_deliveries:
@@ -235,8 +234,8 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "submit":
         if (args.download or args.download_to_output_path) and not args.wait:
             raise InvalidInput("--download and --download-to-output-path need --wait")
-        if args.with_frames and not args.download:
-            raise InvalidInput("--with-frames needs --download DIR")
+        if args.with_frames and not (args.download or args.download_to_output_path):
+            raise InvalidInput("--with-frames needs --download DIR (--download-to-output-path implies the frames)")
         start, end = args.frames or (None, None)
         request = SubmitRequest(
             blend=args.blend,

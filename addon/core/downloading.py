@@ -100,7 +100,7 @@ def download_job(
     result = Downloaded(video)
     if not frames:
         return result
-    job_plan = read_plan(s3, job)
+    job_plan = status.plan or read_plan(s3, job)  # the watcher read the plan already (a plan of another version: again)
     folder = job_folder or frames_folder(directory, job)
     names = deliveries.frame_names(job_plan)
     target = folder if output_root is None else deliveries.output_folder(job_plan, output_root)

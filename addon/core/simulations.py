@@ -48,8 +48,8 @@ Block = Any
 """A blender-asset-tracer ``BlendFileBlock``."""
 
 # DNA_pointcache_types.h
-PTCACHE_BAKED = 1 << 0
-PTCACHE_EXTERNAL = 1 << 9
+PTCACHE_BAKED = 1 << 0  # not in blender_asset_tracer.cdefs
+PTCACHE_EXTERNAL = cdefs.PTCACHE_EXTERNAL
 # DNA_modifier_types.h
 MODIFIER_MODE_RENDER = 1 << 1
 MOD_SOFTBODY = 10

@@ -373,7 +373,8 @@ class JobTask(threading.Thread):
             self.previews_fetched.update(fetch.fetched)
             self._post(
                 preview_frames=tuple(sorted(self.previews_fetched)),
-                preview_path=str(preview_path(self.options.preview_dir, job.job_id, fetch.fetched[-1])),
+                # the latest rendered frame that has a preview (fetching goes coarse to fine, not in frame order)
+                preview_path=str(preview_path(self.options.preview_dir, job.job_id, max(self.previews_fetched))),
             )
 
     def _fetch_remaining_previews(self, connection: Connection, job: JobRef, status: JobStatus) -> None:
