@@ -59,6 +59,15 @@ def bucket(aws_env: str) -> str:
     return name
 
 
+@pytest.fixture
+def own_hash_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A hash cache of the test's own (the CLI's and packing's ``RENDER_ON_AWS_CACHE_DIR``), so no test reuses another's
+    hashes and nothing is written under the real HOME."""
+    cache = tmp_path / "hash-cache"
+    monkeypatch.setenv("RENDER_ON_AWS_CACHE_DIR", str(cache))
+    return cache
+
+
 make_scene = demo_scene.make
 """Writes a real .blend with bpy (scripts/demo_scene.py in its own process); options as on its command line."""
 

@@ -24,6 +24,7 @@ from render_on_aws.core.progress import describe
 from localcloud.process import LocalCloudProcess
 from localcloud.process import start as start_local_cloud
 from tests.conftest import run_cli
+from tests.reliability.support import last_line
 
 WAIT_SECONDS = 20
 """The local stack's CapacityWaitSeconds: long enough for a few polls to see the wait, short for a test."""
@@ -38,10 +39,6 @@ def starved_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClo
     )
     yield cloud
     cloud.stop()
-
-
-def last_line(text: str) -> str:
-    return text.strip().splitlines()[-1] if text.strip() else ""
 
 
 def test_a_single_chunk_job_waits_visibly_then_ends_with_no_capacity(
@@ -96,7 +93,7 @@ def spot_starved_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loc
             "--capacity",
             "on-demand",
             "--capacity-wait-seconds",
-            "8",
+            str(WAIT_SECONDS),
             "--parameter",
             "CapacityFallback=on-demand",
         ),

@@ -206,7 +206,7 @@ def test_an_unchanged_context_builds_nothing_and_tags_the_image(
 ) -> None:
     url, answers = response_url
     ecr = boto3.client("ecr")
-    source_tag = f"src-{app.context_digest()[:12]}"
+    source_tag = f"src-{hashlib.sha256(app.CONTEXT_ZIP.read_bytes()).hexdigest()[:12]}"  # as `make worker-image` tags
     ecr.put_image(repositoryName=stack["Repository"], imageManifest=MANIFEST, imageTag=source_tag)
     app.handler(request("Update", {**stack, "ImageTag": "stable"}, url, PhysicalResourceId="kept-id"), Context())
     assert [a["Status"] for a in answers] == ["SUCCESS"]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from render_contract import output_names
 from render_contract.output_names import frame_name, frame_path, node_relative_dir
 from render_contract.plan import Plan
 from render_on_aws.core import deliveries
+
+from tests.test_frame_counter import app  # noqa: F401 (the frame counter loaded as the Lambda runtime loads it)
 
 PATTERNS = [
     "//renders/shot010_####",
@@ -238,10 +241,12 @@ print("RESULT" + json.dumps([scene.render.frame_path(frame=f) for f in (1, 12)])
 """
 
 
-def test_blender_5_path_templates_are_filled_as_blender_fills_them(tmp_path: Path) -> None:
+def test_blender_5_path_templates_are_filled_as_blender_fills_them(
+    tmp_path: Path,
+    app: ModuleType,  # noqa: F811 (the frame counter's fixture)
+) -> None:
     """``{blend_name}``, ``{scene_name}``, ``{camera_name}``, ``{resolution_x}``, ``{fps}`` and ``{{`` in the scene's
     output path: the plan's path names frames exactly as bpy's frame_path does."""
-    import importlib.util
     import subprocess
     import sys
 
@@ -253,13 +258,6 @@ def test_blender_5_path_templates_are_filled_as_blender_fills_them(tmp_path: Pat
         [sys.executable, "-c", TEMPLATED, str(base), str(shot)], check=True, capture_output=True, text=True
     )
     blender = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))[6:])
-    root = Path(__file__).resolve().parent.parent / "lambda" / "frame_counter"
-    sys.path.insert(0, str(root))
-    spec = importlib.util.spec_from_file_location("frame_counter_app_templates", root / "app.py")
-    assert spec is not None and spec.loader is not None
-    app = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = app  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(app)
     import blend_facts
 
     scene = blend_facts.read_facts(shot).scene

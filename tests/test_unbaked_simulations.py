@@ -173,10 +173,8 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(autouse=True)
-def own_hash_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "hash-cache"
-    monkeypatch.setenv("RENDER_ON_AWS_CACHE_DIR", str(cache))
-    return cache
+def _own_hash_cache(own_hash_cache: Path) -> Path:
+    return own_hash_cache
 
 
 def unbaked(blend: Path, **options: int | str) -> list[str]:
