@@ -277,3 +277,8 @@ def test_the_explain_step_names_every_failed_frame_still_missing(app: ModuleType
     )
     with pytest.raises(errors.StitchFailed):
         app.handler({**event, "stage": "stitch"})
+    # A resume's render job that the queue cancelled for want of capacity ran no worker: the records above are the
+    # earlier run's, and the step must say NoCapacity (the On-Demand fallback catches that name), not FramesFailed.
+    cancelled = {"StatusReason": f"{errors.BATCH_CAPACITY_REASON} - no instance", "JobId": "job-r2"}
+    with pytest.raises(errors.NoCapacity):
+        app.handler({**event, "failure": {"Error": "States.TaskFailed", "Cause": json.dumps(cancelled)}})
