@@ -5,6 +5,7 @@ Drawing reads only memory (the snapshots :mod:`runtime` keeps, the scene's job l
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import bpy
@@ -190,6 +191,8 @@ def draw_flipbook(layout: bpy.types.UILayout, item: RenderOnAwsJob, view: JobVie
     image = bpy.data.images.get(runtime.PREVIEW_IMAGE)
     if image is None or view is None or not view.preview_path or image.preview is None:
         return
+    if os.path.dirname(bpy.path.abspath(image.filepath)) != os.path.dirname(view.preview_path):
+        return  # the one preview image shows another job's frame (the job loaded last): not this job's
     layout.template_icon(icon_value=image.preview.icon_id, scale=8.0)
     book = runtime.FLIPBOOKS.get(item.key)
     row = layout.row(align=True)
